@@ -1,0 +1,24 @@
+"""The ``avatarstudio`` command: one tyro subcommand per tool.
+
+Each subcommand is a config dataclass with a ``main()`` method, defined in its own module here.
+"""
+
+from __future__ import annotations
+
+import tyro
+
+from avatarstudio_ns.cli.synth import SynthCommand
+
+SUBCOMMANDS = {
+    "synth": SynthCommand,
+}
+
+
+def entrypoint() -> None:
+    """Parse the command line and run the chosen subcommand."""
+    command = tyro.extras.subcommand_cli_from_dict(SUBCOMMANDS, description="AvatarStudio tools for nerfstudio.")
+    command.main()
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,103 @@
+"""The deformation field D: world point p at frame j -> canonical point p_c = p + D(p, e_j)."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from avatarstudio_ns.recon.grid_encoding import DenseGridEncoding
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.encodings import HashEncoding
+
+
+class DeformationField(nn.Module):
+    """A cheap deformation: coarse features of p, concatenated with the frame code, into a tiny MLP.
+
+    It runs at every proposal and NeRF sample, so it is kept small: a few dense (or hashed) feature
+    grids and one hidden layer. The first layer is split in a position part and a code part so the
+    code part is computed once per ray and broadcast over the ray's samples. The output layer starts
+    near zero, so training starts from the identity deformation.
+
+    Args:
+        aabb: scene box [2, 3] that normalises positions for the grid lookup.
+        code_dim: dimension of the frame codes.
+        encoding: "grid" (dense grids, grid_sample) or "hash" (nerfstudio HashEncoding).
+        grid_resolutions: resolutions of the dense grids ("grid" encoding).
+        hash_num_levels: levels of the hash grid ("hash" encoding).
+        hash_min_res: coarsest hash resolution.
+        hash_max_res: finest hash resolution.
+        hash_log2_size: log2 of the hash table size per level.
+        features_per_level: features per grid level.
+        hidden_dim: width of the hidden layers.
+        num_hidden_layers: number of hidden layers (at least 1).
+        implementation: hash grid implementation ("tcnn" or "torch"), "hash" encoding only.
+    """
+
+    aabb: Tensor
+
+    def __init__(
+        self,
+        aabb: Tensor,
+        code_dim: int,
+        encoding: Literal["grid", "hash"] = "grid",
+        grid_resolutions: Sequence[int] = (16, 32, 64),
+        hash_num_levels: int = 4,
+        hash_min_res: int = 8,
+        hash_max_res: int = 64,
+        hash_log2_size: int = 15,
+        features_per_level: int = 4,
+        hidden_dim: int = 32,
+        num_hidden_layers: int = 1,
+        implementation: Literal["tcnn", "torch"] = "torch",
+    ) -> None:
+        super().__init__()
+        self.register_buffer("aabb", aabb.clone())
+        if encoding == "grid":
+            self.encoding: nn.Module = DenseGridEncoding(grid_resolutions, features_per_level)
+        elif encoding == "hash":
+            self.encoding = HashEncoding(
+                num_levels=hash_num_levels,
+                min_res=hash_min_res,
+                max_res=hash_max_res,
+                log2_hashmap_size=hash_log2_size,
+                features_per_level=features_per_level,
+                implementation=implementation,
+            )
+        else:
+            raise ValueError(f"Unknown deformation encoding {encoding!r}")
+        feature_dim = self.encoding.get_out_dim()
+        self.position_layer = nn.Linear(feature_dim, hidden_dim)
+        self.code_layer = nn.Linear(code_dim, hidden_dim, bias=False)
+        layers: list[nn.Module] = []
+        for _ in range(num_hidden_layers - 1):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
+        self.hidden = nn.Sequential(*layers)
+        self.output_layer = nn.Linear(hidden_dim, 3)
+        # Near-zero (not exactly zero) so the earlier layers get gradients from the first step.
+        nn.init.uniform_(self.output_layer.weight, -1e-4, 1e-4)
+        nn.init.zeros_(self.output_layer.bias)
+
+    def forward(
+        self, positions: Float[Tensor, "*bs 3"], codes: Float[Tensor, "*code_bs code_dim"]
+    ) -> Float[Tensor, "*bs 3"]:
+        """Returns the offsets D(p, e) that take world positions to canonical space.
+
+        Args:
+            positions: world positions.
+            codes: frame codes, broadcastable to the positions' batch shape (e.g. [rays, 1, dim] for
+                positions [rays, samples, 3]).
+        """
+        normalized = SceneBox.get_normalized_positions(positions, self.aabb).clamp(0.0, 1.0)
+        features = self.encoding(normalized.reshape(-1, 3)).to(positions.dtype)
+        h = self.position_layer(features).reshape(*positions.shape[:-1], -1)
+        h = torch.relu(h + self.code_layer(codes.to(positions.dtype)))
+        return self.output_layer(self.hidden(h))
+
+    def canonical_positions(
+        self, positions: Float[Tensor, "*bs 3"], codes: Float[Tensor, "*code_bs code_dim"]
+    ) -> Float[Tensor, "*bs 3"]:
+        """p_c = p + D(p, e)."""
+        return positions + self(positions, codes)

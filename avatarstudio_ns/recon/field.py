@@ -1,0 +1,157 @@
+"""The canonical appearance field A(p_c, d, e_j) -> (rgb, sigma) (METHOD.md section 1)."""
+
+from __future__ import annotations
+
+from typing import Dict, Literal, Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from nerfstudio.cameras.rays import RaySamples
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.activations import trunc_exp
+from nerfstudio.field_components.encodings import SHEncoding
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.field_components.mlp import MLP, MLPWithHashEncoding
+from nerfstudio.fields.base_field import Field, get_normalized_directions
+
+
+class CanonicalAppearanceField(Field):
+    """Multi-resolution hash grid on canonical positions, a density MLP and a colour MLP.
+
+    The colour MLP sees the geometry features, the (spherical-harmonics encoded) view direction and
+    the frame code e_j. Nothing here feeds the deformation, so the edit stage can optimise this
+    module alone while the motion stays fixed.
+
+    Args:
+        aabb: scene box [2, 3]; canonical positions outside it have zero density.
+        code_dim: dimension of the frame codes the colour MLP sees (0: none).
+        num_levels: hash grid levels.
+        base_res: coarsest hash grid resolution.
+        max_res: finest hash grid resolution.
+        log2_hashmap_size: log2 of the hash table size per level.
+        features_per_level: features per hash level.
+        num_layers: layers of the density MLP.
+        hidden_dim: width of the density MLP.
+        geo_feat_dim: geometry features passed from the density MLP to the colour MLP.
+        num_layers_color: layers of the colour MLP.
+        hidden_dim_color: width of the colour MLP.
+        average_init_density: scale of the density at initialisation.
+        implementation: "tcnn" or "torch".
+    """
+
+    aabb: Tensor
+
+    def __init__(
+        self,
+        aabb: Tensor,
+        code_dim: int,
+        num_levels: int = 16,
+        base_res: int = 16,
+        max_res: int = 2048,
+        log2_hashmap_size: int = 19,
+        features_per_level: int = 2,
+        num_layers: int = 2,
+        hidden_dim: int = 64,
+        geo_feat_dim: int = 15,
+        num_layers_color: int = 3,
+        hidden_dim_color: int = 64,
+        average_init_density: float = 1.0,
+        implementation: Literal["tcnn", "torch"] = "torch",
+    ) -> None:
+        super().__init__()
+        self.register_buffer("aabb", aabb.clone())
+        self.code_dim = code_dim
+        self.geo_feat_dim = geo_feat_dim
+        self.average_init_density = average_init_density
+        self.direction_encoding = SHEncoding(levels=4, implementation=implementation)
+        self.mlp_base = MLPWithHashEncoding(
+            num_levels=num_levels,
+            min_res=base_res,
+            max_res=max_res,
+            log2_hashmap_size=log2_hashmap_size,
+            features_per_level=features_per_level,
+            num_layers=num_layers,
+            layer_width=hidden_dim,
+            out_dim=1 + geo_feat_dim,
+            activation=nn.ReLU(),
+            out_activation=None,
+            implementation=implementation,
+        )
+        self.mlp_head = MLP(
+            in_dim=self.direction_encoding.get_out_dim() + geo_feat_dim + code_dim,
+            num_layers=num_layers_color,
+            layer_width=hidden_dim_color,
+            out_dim=3,
+            activation=nn.ReLU(),
+            out_activation=nn.Sigmoid(),
+            implementation=implementation,
+        )
+
+    def get_canonical_density(
+        self, canonical_positions: Float[Tensor, "*bs 3"]
+    ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs geo_feat_dim"]]:
+        """Density and geometry features at canonical positions.
+
+        Args:
+            canonical_positions: positions in the canonical space, world units.
+        """
+        positions = SceneBox.get_normalized_positions(canonical_positions, self.aabb)
+        # Points deformed out of the box are empty; the hash grid also needs inputs in [0, 1].
+        selector = ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
+        positions = positions * selector[..., None]
+        h = self.mlp_base(positions.reshape(-1, 3)).reshape(*canonical_positions.shape[:-1], -1)
+        density_before_activation, geo_features = torch.split(h, [1, self.geo_feat_dim], dim=-1)
+        self._density_before_activation = density_before_activation
+        # exp keeps high densities reachable from small (possibly half precision) MLP outputs.
+        density = self.average_init_density * trunc_exp(density_before_activation.to(canonical_positions))
+        density = density * selector[..., None]
+        return density, geo_features
+
+    def get_canonical_rgb(
+        self,
+        geo_features: Float[Tensor, "*bs geo_feat_dim"],
+        directions: Float[Tensor, "*bs 3"],
+        codes: Optional[Float[Tensor, "*bs code_dim"]],
+    ) -> Float[Tensor, "*bs 3"]:
+        """Colour from geometry features, unit view directions and frame codes.
+
+        Args:
+            geo_features: features from :meth:`get_canonical_density`.
+            directions: unit viewing directions (world space).
+            codes: frame codes, broadcastable to the batch shape.
+        """
+        batch_shape = directions.shape[:-1]
+        d = self.direction_encoding(get_normalized_directions(directions).reshape(-1, 3))
+        inputs = [d, geo_features.reshape(-1, self.geo_feat_dim).to(d)]
+        if self.code_dim > 0:
+            assert codes is not None, "this field was built with frame codes; pass them"
+            inputs.append(codes.expand(*batch_shape, self.code_dim).reshape(-1, self.code_dim).to(d))
+        return self.mlp_head(torch.cat(inputs, dim=-1)).reshape(*batch_shape, 3).to(directions)
+
+    def query(
+        self,
+        canonical_positions: Float[Tensor, "*bs 3"],
+        directions: Float[Tensor, "*bs 3"],
+        codes: Optional[Float[Tensor, "*bs code_dim"]],
+    ) -> Dict[FieldHeadNames, Tensor]:
+        """Density and colour at canonical positions seen along directions at frames with codes."""
+        density, geo_features = self.get_canonical_density(canonical_positions)
+        rgb = self.get_canonical_rgb(geo_features, directions, codes)
+        return {FieldHeadNames.DENSITY: density, FieldHeadNames.RGB: rgb}
+
+    # nerfstudio's Field interface, for tools that query the field directly: the sample positions are
+    # taken as canonical positions and the colour sees the mean frame code's stand-in, zeros.
+    def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
+        return self.get_canonical_density(ray_samples.frustums.get_positions())
+
+    def get_outputs(
+        self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
+    ) -> Dict[FieldHeadNames, Tensor]:
+        assert density_embedding is not None
+        directions = ray_samples.frustums.directions
+        codes = None
+        if self.code_dim > 0:
+            codes = torch.zeros(*directions.shape[:-1], self.code_dim, device=directions.device)
+        return {FieldHeadNames.RGB: self.get_canonical_rgb(density_embedding, directions, codes)}
