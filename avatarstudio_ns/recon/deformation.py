@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Float
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.encodings import HashEncoding
 from torch import Tensor, nn
 
 from avatarstudio_ns.recon.grid_encoding import DenseGridEncoding
-from nerfstudio.data.scene_box import SceneBox
-from nerfstudio.field_components.encodings import HashEncoding
 
 
 class DeformationField(nn.Module):

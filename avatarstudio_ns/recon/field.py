@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Optional, Tuple
+from typing import Literal
 
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
-
 from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.field_components.activations import trunc_exp
@@ -15,6 +13,7 @@ from nerfstudio.field_components.encodings import SHEncoding
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.field_components.mlp import MLP, MLPWithHashEncoding
 from nerfstudio.fields.base_field import Field, get_normalized_directions
+from torch import Tensor, nn
 
 
 class CanonicalAppearanceField(Field):
@@ -91,7 +90,7 @@ class CanonicalAppearanceField(Field):
 
     def get_canonical_density(
         self, canonical_positions: Float[Tensor, "*bs 3"]
-    ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs geo_feat_dim"]]:
+    ) -> tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs geo_feat_dim"]]:
         """Density and geometry features at canonical positions.
 
         Args:
@@ -113,7 +112,7 @@ class CanonicalAppearanceField(Field):
         self,
         geo_features: Float[Tensor, "*bs geo_feat_dim"],
         directions: Float[Tensor, "*bs 3"],
-        codes: Optional[Float[Tensor, "*bs code_dim"]],
+        codes: Float[Tensor, "*bs code_dim"] | None,
     ) -> Float[Tensor, "*bs 3"]:
         """Colour from geometry features, unit view directions and frame codes.
 
@@ -134,8 +133,8 @@ class CanonicalAppearanceField(Field):
         self,
         canonical_positions: Float[Tensor, "*bs 3"],
         directions: Float[Tensor, "*bs 3"],
-        codes: Optional[Float[Tensor, "*bs code_dim"]],
-    ) -> Dict[FieldHeadNames, Tensor]:
+        codes: Float[Tensor, "*bs code_dim"] | None,
+    ) -> dict[FieldHeadNames, Tensor]:
         """Density and colour at canonical positions seen along directions at frames with codes."""
         density, geo_features = self.get_canonical_density(canonical_positions)
         rgb = self.get_canonical_rgb(geo_features, directions, codes)
@@ -143,12 +142,12 @@ class CanonicalAppearanceField(Field):
 
     # nerfstudio's Field interface, for tools that query the field directly: the sample positions are
     # taken as canonical positions and the colour sees the mean frame code's stand-in, zeros.
-    def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
+    def get_density(self, ray_samples: RaySamples) -> tuple[Tensor, Tensor]:
         return self.get_canonical_density(ray_samples.frustums.get_positions())
 
     def get_outputs(
-        self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
-    ) -> Dict[FieldHeadNames, Tensor]:
+        self, ray_samples: RaySamples, density_embedding: Tensor | None = None
+    ) -> dict[FieldHeadNames, Tensor]:
         assert density_embedding is not None
         directions = ray_samples.frustums.directions
         codes = None

@@ -7,7 +7,7 @@ of eight hashed gathers), and they need no custom CUDA kernels on the GPU either
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,9 @@ class DenseGridEncoding(nn.Module):
         init_scale: features start uniform in [-init_scale, init_scale].
     """
 
-    def __init__(self, resolutions: Sequence[int] = (16, 32, 64), features_per_level: int = 4, init_scale: float = 1e-3):
+    def __init__(
+        self, resolutions: Sequence[int] = (16, 32, 64), features_per_level: int = 4, init_scale: float = 1e-3
+    ):
         super().__init__()
         self.resolutions = tuple(int(r) for r in resolutions)
         self.features_per_level = features_per_level

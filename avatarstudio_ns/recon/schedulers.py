@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Type
-
-from torch.optim import Optimizer, lr_scheduler
 
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig, Scheduler
+from torch.optim import Optimizer, lr_scheduler
 
 
 @dataclass
 class FloatExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
     """Exponential decay with warmup (nerfstudio's curve), returning Python floats."""
 
-    _target: Type = field(default_factory=lambda: FloatExponentialDecayScheduler)
+    _target: type = field(default_factory=lambda: FloatExponentialDecayScheduler)
     """target class to instantiate"""
 
 

@@ -1,0 +1,75 @@
+"""The edit's trainer: nerfstudio's Trainer, starting from a recon's weights with fresh optimisers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Type
+
+import torch
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+
+@dataclass
+class EditTrainerConfig(TrainerConfig):
+    """Trainer for the edit stage; ``--load-dir`` names the recon (or an interrupted edit) to start from."""
+
+    _target: Type = field(default_factory=lambda: EditTrainer)
+
+
+def find_checkpoint(load_dir: Path, load_step: int | None = None) -> Path:
+    """Path of the nerfstudio checkpoint at ``load_step`` (default: the latest) in ``load_dir``.
+
+    Raises:
+        FileNotFoundError: with a sentence naming the folder, when it holds no such checkpoint.
+    """
+    load_dir = Path(load_dir)
+    steps = sorted(
+        int(name[len("step-") : -len(".ckpt")])
+        for name in (os.listdir(load_dir) if load_dir.is_dir() else [])
+        if name.startswith("step-") and name.endswith(".ckpt")
+    )
+    if not steps:
+        raise FileNotFoundError(
+            f"{load_dir} holds no nerfstudio checkpoint (step-*.ckpt); pass the nerfstudio_models folder of a "
+            "finished `ns-train avatarstudio-recon` run to --load-dir."
+        )
+    step = steps[-1] if load_step is None else load_step
+    path = load_dir / f"step-{step:09d}.ckpt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; the steps saved in {load_dir} are {steps}.")
+    return path
+
+
+class EditTrainer(Trainer):
+    """Starts an edit from a recon checkpoint, or resumes an interrupted edit.
+
+    A checkpoint whose optimiser groups are exactly the edit's own comes from an edit run and is resumed
+    whole (weights, optimisers, schedulers, step). Any other checkpoint (a recon) contributes its model
+    weights only: the edit gets fresh optimisers and runs its configured number of iterations from step 0,
+    so its timestep annealing spans the whole edit whatever step the recon ended at.
+    """
+
+    config: EditTrainerConfig
+
+    def _load_checkpoint(self) -> None:
+        if self.config.load_dir is None and self.config.load_checkpoint is None:
+            super()._load_checkpoint()
+            return
+        path = (
+            Path(self.config.load_checkpoint)
+            if self.config.load_checkpoint is not None
+            else find_checkpoint(Path(self.config.load_dir), self.config.load_step)
+        )
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; pass a checkpoint written by ns-train.")
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if set(loaded.get("optimizers", {})) == set(self.optimizers.optimizers):
+            super()._load_checkpoint()
+            CONSOLE.print(f"Resumed the edit from {path} at step {self._start_step}.")
+            return
+        self.pipeline.load_pipeline(loaded["pipeline"], step=0)
+        self._start_step = 0
+        CONSOLE.print(f"Loaded the avatar's weights from {path}; editing with fresh optimisers from step 0.")
