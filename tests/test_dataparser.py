@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -288,11 +289,11 @@ def test_dataset_scales_fg_mask_with_images(vhap, dnerf):
 
 
 def test_synth_capture_loads(tmp_path):
-    try:
-        import avatarstudio_ns.data.synth  # noqa: F401
-    except ImportError as err:
-        print(f"SKIP REASON: avatarstudio synth does not exist yet ({err})")
-        pytest.skip(f"avatarstudio synth does not exist yet ({err})")
+    # The synth command is written concurrently by another engineer; until it exists there is nothing to load.
+    if importlib.util.find_spec("avatarstudio_ns.cli.synth") is None:
+        reason = "avatarstudio synth does not exist yet (no avatarstudio_ns.cli.synth module)"
+        print(f"SKIP REASON: {reason}")
+        pytest.skip(reason)
     output = tmp_path / "head"
     command = [sys.executable, "-m", "avatarstudio_ns.cli.main", "synth", "--output", str(output)]
     command += ["--num-cameras", "8", "--num-frames", "4", "--resolution", "64"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Literal, Type
 
 import torch
+import yaml
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
@@ -43,6 +45,23 @@ def find_checkpoint(load_dir: Path, load_step: int | None = None) -> Path:
     return path
 
 
+def inherit_recon_config(config: EditTrainerConfig, recon_config_path: Path) -> None:
+    """Copies the recon's model architecture and dataparser options into the edit's config.
+
+    The edit loads the recon's weights, so its model must be built with the same sizes, and its dataparser
+    must centre and scale the capture the same way. Fields the edit adds (prompt, guidance...) are kept.
+    """
+    recon = yaml.load(Path(recon_config_path).read_text(), Loader=yaml.Loader)
+    for target, source in (
+        (config.pipeline.model, recon.pipeline.model),
+        (config.pipeline.datamanager.dataparser, recon.pipeline.datamanager.dataparser),
+    ):
+        source_fields = {f.name for f in dataclasses.fields(source)}
+        for f in dataclasses.fields(target):
+            if f.name in source_fields and f.name not in ("_target", "data"):
+                setattr(target, f.name, getattr(source, f.name))
+
+
 class EditTrainer(Trainer):
     """Starts an edit from a recon checkpoint, or resumes an interrupted edit.
 
@@ -53,6 +72,21 @@ class EditTrainer(Trainer):
     """
 
     config: EditTrainerConfig
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        """Builds the pipeline with the architecture of the run named by --load-dir, then loads it."""
+        if self.config.load_dir is not None:
+            recon_config = Path(self.config.load_dir).parent / "config.yml"
+            if not recon_config.exists():
+                raise FileNotFoundError(
+                    f"{recon_config} is missing: --load-dir must be the nerfstudio_models folder of an ns-train run, "
+                    "beside its config.yml."
+                )
+            inherit_recon_config(self.config, recon_config)
+            # ns-train saved config.yml before this point; rewrite it so ns-viewer / ns-render rebuild the
+            # edited avatar with the inherited architecture.
+            self.config.save_config()
+        super().setup(test_mode=test_mode)
 
     def _load_checkpoint(self) -> None:
         if self.config.load_dir is None and self.config.load_checkpoint is None:

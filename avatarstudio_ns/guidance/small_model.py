@@ -1,0 +1,204 @@
+"""Write a small text-to-image latent diffusion model in the standard diffusers folder layout.
+
+The folder has exactly Stable Diffusion's layout (``model_index.json`` for ``StableDiffusionPipeline``,
+``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``, safetensors weights), so the same
+loading code reads it and ``StableDiffusionPipeline.from_pretrained(folder)`` works. Weights are random: the
+tests use a tiny one, and the built-in model is one of these trained on synthetic heads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from avatarstudio_ns.guidance.char_tokenizer import BOS_TOKEN, DEFAULT_WORDS, EOS_TOKEN, build_vocab, write_tokenizer
+
+
+@dataclass
+class SmallModelConfig:
+    """Sizes of a small Stable-Diffusion-layout model."""
+
+    resolution: int = 64
+    """Image side in pixels the model works at."""
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    """What the UNet predicts (written into the scheduler config, as diffusers does)."""
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    """VAE block widths; the latent is ``2 ** (len - 1)`` times smaller than the image."""
+    vae_layers_per_block: int = 1
+    """ResNet layers per VAE block."""
+    latent_channels: int = 4
+    """Latent channels (Stable Diffusion: 4)."""
+    vae_scaling_factor: float = 0.18215
+    """Factor the pipeline multiplies VAE latents by (Stable Diffusion 1.x: 0.18215)."""
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    """UNet block widths; every block but the last has cross-attention."""
+    unet_layers_per_block: int = 1
+    """ResNet layers per UNet block."""
+    attention_head_dim: int = 8
+    """Channels per attention head."""
+    norm_num_groups: int = 8
+    """GroupNorm groups (must divide every channel width)."""
+    text_hidden_size: int = 64
+    """Text encoder width, also the UNet's cross-attention width."""
+    text_layers: int = 2
+    """Text encoder transformer layers."""
+    text_heads: int = 2
+    """Text encoder attention heads."""
+    max_length: int = 77
+    """Tokens per prompt (CLIP: 77)."""
+    words: tuple[str, ...] = field(default_factory=lambda: DEFAULT_WORDS)
+    """Whole words the tokenizer keeps as single tokens; anything else is split into characters."""
+    num_train_timesteps: int = 1000
+    """Length of the noise schedule."""
+
+    @classmethod
+    def tiny(cls, **overrides) -> SmallModelConfig:
+        """A model small enough to build and run in a second on a CPU (for tests)."""
+        sizes = dict(
+            resolution=32,
+            vae_channels=(8, 16),
+            unet_channels=(16, 32),
+            attention_head_dim=8,
+            norm_num_groups=4,
+            text_hidden_size=32,
+            text_layers=1,
+            text_heads=2,
+        )
+        sizes.update(overrides)
+        return cls(**sizes)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """How many times smaller the latent is than the image."""
+        return 2 ** (len(self.vae_channels) - 1)
+
+
+def build_unet(cfg: SmallModelConfig) -> UNet2DConditionModel:
+    """A Stable-Diffusion-style conditional UNet of the configured size."""
+    n = len(cfg.unet_channels)
+    return UNet2DConditionModel(
+        sample_size=cfg.resolution // cfg.vae_scale_factor,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        down_block_types=tuple(["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"]),
+        up_block_types=tuple(["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1)),
+        block_out_channels=cfg.unet_channels,
+        layers_per_block=cfg.unet_layers_per_block,
+        norm_num_groups=cfg.norm_num_groups,
+        cross_attention_dim=cfg.text_hidden_size,
+        attention_head_dim=cfg.attention_head_dim,
+    )
+
+
+def build_vae(cfg: SmallModelConfig) -> AutoencoderKL:
+    """A KL autoencoder of the configured size."""
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=tuple(["DownEncoderBlock2D"] * n),
+        up_block_types=tuple(["UpDecoderBlock2D"] * n),
+        block_out_channels=cfg.vae_channels,
+        layers_per_block=cfg.vae_layers_per_block,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=cfg.norm_num_groups,
+        sample_size=cfg.resolution,
+        scaling_factor=cfg.vae_scaling_factor,
+    )
+
+
+def build_text_encoder(cfg: SmallModelConfig, vocab_size: int, bos_id: int, eos_id: int) -> CLIPTextModel:
+    """A CLIP text transformer of the configured size."""
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.text_hidden_size,
+        intermediate_size=cfg.text_hidden_size * 4,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        max_position_embeddings=cfg.max_length,
+        projection_dim=cfg.text_hidden_size,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+    )
+    return CLIPTextModel(config)
+
+
+def build_scheduler(cfg: SmallModelConfig) -> DDPMScheduler:
+    """Stable Diffusion's noise schedule (scaled-linear betas) with the configured prediction type."""
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        prediction_type=cfg.prediction_type,
+        steps_offset=1,
+    )
+
+
+def model_index(cfg: SmallModelConfig) -> dict:
+    """The ``model_index.json`` contents that make the folder a ``StableDiffusionPipeline``."""
+    import diffusers
+
+    return {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+
+
+def write_small_model(folder: Path, cfg: SmallModelConfig | None = None, seed: int = 0) -> Path:
+    """Write a randomly initialised small model folder.
+
+    The folder is built next to its destination and renamed into place, so a crash never leaves a half
+    written model where the loader would find it.
+
+    Args:
+        folder: Destination; replaced if it exists.
+        cfg: Sizes; defaults to :class:`SmallModelConfig`.
+        seed: Seed of the random weights.
+
+    Returns:
+        The folder.
+    """
+    cfg = cfg or SmallModelConfig()
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        vocab_size = write_tokenizer(tmp / "tokenizer", cfg.words, cfg.max_length)
+        vocab, _ = build_vocab(cfg.words)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            text_encoder = build_text_encoder(cfg, vocab_size, vocab[BOS_TOKEN], vocab[EOS_TOKEN])
+            unet = build_unet(cfg)
+            vae = build_vae(cfg)
+        text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        vae.save_pretrained(tmp / "vae", safe_serialization=True)
+        build_scheduler(cfg).save_pretrained(tmp / "scheduler")
+        (tmp / "model_index.json").write_text(json.dumps(model_index(cfg), indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

@@ -1,0 +1,85 @@
+"""``avatarstudio-edit`` and ``avatarstudio-edit-fast``: text edits of a reconstructed avatar (VT-SDS).
+
+The model's architecture and the dataparser's options are not set here: the edit trainer copies them from
+the recon run named by --load-dir, whose weights it loads.
+"""
+
+from __future__ import annotations
+
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
+from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
+from avatarstudio_ns.edit.model import AvatarEditModelConfig
+from avatarstudio_ns.edit.pipeline import AvatarEditPipelineConfig
+from avatarstudio_ns.edit.trainer import EditTrainerConfig
+from avatarstudio_ns.guidance.personalize import PersonalizationConfig
+from avatarstudio_ns.guidance.vtsds import VTSDSGuidanceConfig
+from avatarstudio_ns.recon.schedulers import FloatExponentialDecaySchedulerConfig
+
+EDIT_STEPS = 10000
+FAST_STEPS = 300
+
+
+def _appearance_optimizer(lr: float, steps: int) -> dict:
+    return {
+        "appearance": {
+            "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=steps),
+        }
+    }
+
+
+avatarstudio_edit = MethodSpecification(
+    config=EditTrainerConfig(
+        method_name="avatarstudio-edit",
+        steps_per_eval_batch=EDIT_STEPS + 1,
+        steps_per_eval_image=EDIT_STEPS + 1,
+        steps_per_eval_all_images=EDIT_STEPS + 1,
+        steps_per_save=1000,
+        max_num_iterations=EDIT_STEPS,
+        mixed_precision=False,
+        pipeline=AvatarEditPipelineConfig(
+            datamanager=KeyframeDataManagerConfig(dataparser=AvatarStudioDataParserConfig(), render_resolution=256),
+            model=AvatarEditModelConfig(),
+            guidance=VTSDSGuidanceConfig(),
+            personalization=PersonalizationConfig(),
+        ),
+        optimizers=_appearance_optimizer(1e-3, EDIT_STEPS),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    ),
+    description=(
+        "AvatarStudio text edit (VT-SDS) of an avatarstudio-recon avatar at the paper's settings: 256 px keyframe "
+        "renders, Stable Diffusion 1.5 at 512 px, w=10, v=0.6, K=600, annealed t_max, Adam 1e-3, 10k steps. "
+        "Start from the recon with --load-dir <recon>/nerfstudio_models and give --prompt."
+    ),
+)
+
+avatarstudio_edit_fast = MethodSpecification(
+    config=EditTrainerConfig(
+        method_name="avatarstudio-edit-fast",
+        steps_per_eval_batch=FAST_STEPS + 1,
+        steps_per_eval_image=FAST_STEPS + 1,
+        steps_per_eval_all_images=FAST_STEPS + 1,
+        steps_per_save=100,
+        max_num_iterations=FAST_STEPS,
+        mixed_precision=False,
+        pipeline=AvatarEditPipelineConfig(
+            datamanager=KeyframeDataManagerConfig(dataparser=AvatarStudioDataParserConfig(), render_resolution=64),
+            model=AvatarEditModelConfig(),
+            guidance=VTSDSGuidanceConfig(base_model="builtin", guidance_resolution=64),
+            personalization=PersonalizationConfig(steps=200, resolution=64),
+        ),
+        optimizers=_appearance_optimizer(1e-2, FAST_STEPS),
+        machine=MachineConfig(device_type="cpu"),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 12),
+        vis="viewer",
+    ),
+    description=(
+        "Fast CPU preset of the AvatarStudio edit, for avatarstudio-recon-cpu avatars: 64 px renders, the built-in "
+        "diffusion model, 300 steps."
+    ),
+)
