@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from fixtures.vhap_capture import (
@@ -154,6 +153,7 @@ def test_dnerf_capture_loads(dnerf):
         assert out.metadata["num_timesteps"] == 6
         assert out.metadata["timestep_indices"].tolist() == [round(t * 5) for t in times]
         assert out.metadata["fg_mask_filenames"] is None
+        assert out.metadata["background_color"].tolist() == [1.0, 1.0, 1.0]  # D-NeRF's white backdrop
         assert out.metadata["frontal_camera_index"] is None  # cameras all around: no front side
         focal = 0.5 * 32 / math.tan(0.5 * DNERF_CAMERA_ANGLE_X)
         assert torch.allclose(out.cameras.fx, torch.full_like(out.cameras.fx, focal))
@@ -228,6 +228,10 @@ BAD_CAPTURES = {
         lambda root: edit_json(root / "transforms_train.json", set_frame(6, transform_matrix=[[1, 0, 0, 0]] * 3)),
         "transform_matrix must be a 4x4 matrix",
     ),
+    "unknown frontal camera": (
+        lambda root: edit_json(root / "transforms_train.json", lambda meta: meta.update(frontal_camera_index=40)),
+        "frontal_camera_index 40 is not one of the capture's cameras",
+    ),
     "empty split": (
         lambda root: edit_json(root / "transforms_val.json", lambda meta: meta.update(frames=[])),
         "transforms_val.json has an empty 'frames' list",
@@ -254,6 +258,12 @@ def test_bad_capture_raises_one_clear_error(case, vhap_small, tmp_path):
     assert expected in message
     assert str(capture) in message, "the message names the file"
     assert "\n" not in message and message.endswith(".")
+
+
+def test_single_timestep_is_time_zero(vhap_small):
+    for out in parse(vhap_small).values():
+        assert out.metadata["num_timesteps"] == 1
+        assert (out.cameras.times == 0).all()
 
 
 def test_missing_folder_raises(tmp_path):
@@ -285,7 +295,9 @@ def test_dataset_scales_fg_mask_with_images(vhap, dnerf):
     assert item["image"].shape[:2] == item["fg_mask"].shape[:2] == (HEIGHT // 2, WIDTH // 2)
     full = AvatarDataset(outputs)[0]["fg_mask"]
     assert 0.05 < full.mean() < 0.9
-    assert "fg_mask" not in AvatarDataset(parse(dnerf)["val"])[0]
+    item = AvatarDataset(parse(dnerf)["val"])[0]
+    assert "fg_mask" not in item
+    assert item["image"].shape[-1] == 3, "RGBA composited onto the backdrop"
 
 
 def test_synth_capture_loads(tmp_path):
@@ -296,19 +308,29 @@ def test_synth_capture_loads(tmp_path):
         pytest.skip(reason)
     output = tmp_path / "head"
     command = [sys.executable, "-m", "avatarstudio_ns.cli.main", "synth", "--output", str(output)]
-    command += ["--num-cameras", "8", "--num-frames", "4", "--resolution", "64"]
+    command += ["--num-cameras", "8", "--num-frames", "4", "--resolution", "32"]  # 32 px keeps the test fast
     subprocess.run(command, check=True, timeout=600)
     parser = AvatarStudioDataParserConfig(data=output).setup()
-    outputs = {split: parser.get_dataparser_outputs(split) for split in ("train", "val")}
+    outputs = {split: parser.get_dataparser_outputs(split) for split in ("train", "val", "test")}
+    synth = json.loads((output / "synth.json").read_text())
     train = outputs["train"]
-    assert train.metadata["num_timesteps"] == 4
-    assert train.metadata["fg_mask_filenames"] is not None
-    assert len(train.metadata["semantic_filenames"]) == len(train.image_filenames)
-    assert train.metadata["frontal_camera_index"] is not None
-    cameras = set(train.metadata["camera_indices"].tolist()) | set(outputs["val"].metadata["camera_indices"].tolist())
+    meta = train.metadata
+    assert meta["num_timesteps"] == 4
+    assert meta["frontal_camera_index"] == synth["frontal_camera_index"]
+    assert meta["background_color"].tolist() == synth["background_color"]
+    for key in ("fg_mask_filenames", "semantic_filenames", "canonical_filenames"):
+        assert len(meta[key]) == len(train.image_filenames) and all(p.is_file() for p in meta[key])
+    assert set(outputs["val"].metadata["camera_indices"].tolist()) == {synth["holdout_camera_index"]}
+    cameras = set(meta["camera_indices"].tolist()) | set(outputs["val"].metadata["camera_indices"].tolist())
     assert cameras == set(range(8))
-    c2w = train.cameras.camera_to_worlds
-    assert (torch.linalg.norm(c2w[:, :, 3], dim=-1) > 1.0).all(), "cameras sit outside the head's box"
     times = train.cameras.times[:, 0]
     assert times.min() == 0.0 and times.max() == 1.0
-    assert np.isfinite(c2w.numpy()).all()
+    for out in outputs.values():
+        c2w = out.cameras.camera_to_worlds
+        assert torch.isfinite(c2w).all()
+        cos = torch.sum(c2w[:, :, 2] * c2w[:, :, 3], dim=-1) / torch.linalg.norm(c2w[:, :, 3], dim=-1)
+        assert (cos > math.cos(math.radians(5.0))).all(), "cameras look at the centred head"
+        assert (torch.linalg.norm(c2w[:, :, 3], dim=-1) > 1.0).all(), "cameras sit outside the scene box"
+    item = AvatarDataset(train)[0]
+    assert item["image"].shape == (32, 32, 3) and item["fg_mask"].shape == (32, 32, 1)
+    assert 0.05 < item["fg_mask"].mean() < 0.95

@@ -8,9 +8,11 @@ from __future__ import annotations
 import tyro
 
 from avatarstudio_ns.cli.synth import SynthCommand
+from avatarstudio_ns.cli.video import VideoCommand
 
 SUBCOMMANDS = {
     "synth": SynthCommand,
+    "video": VideoCommand,
 }
 
 

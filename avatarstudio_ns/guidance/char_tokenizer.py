@@ -64,7 +64,7 @@ def byte_symbols() -> list[str]:
 def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """Run BPE on one word: repeatedly merge the adjacent pair with the lowest rank."""
     while len(symbols) > 1:
-        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(symbols[:-1], symbols[1:]))]
+        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(symbols[:-1], symbols[1:], strict=False))]
         ranked = [(r, i) for r, i in pairs if r is not None]
         if not ranked:
             break

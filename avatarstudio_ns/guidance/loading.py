@@ -84,7 +84,7 @@ class DiffusionModel:
 
     def __post_init__(self) -> None:
         self.text_cache = TextEmbeddingCache(self._encode_prompts)
-        self.alphas_cumprod: Float[Tensor, "T"] = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.alphas_cumprod: Float[Tensor, " T"] = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
 
     @property
     def num_train_timesteps(self) -> int:

@@ -12,18 +12,18 @@ from torch import Tensor
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
-def _expand(values: Float[Tensor, "b"], like: Tensor) -> Tensor:
+def _expand(values: Float[Tensor, " b"], like: Tensor) -> Tensor:
     """Broadcast per-item schedule values over the trailing dimensions of ``like``."""
     return values.reshape(-1, *([1] * (like.ndim - 1))).to(like)
 
 
-def alphabar_at(alphas_cumprod: Float[Tensor, "T"], t: Int[Tensor, "b"]) -> Float[Tensor, "b"]:
+def alphabar_at(alphas_cumprod: Float[Tensor, " T"], t: Int[Tensor, " b"]) -> Float[Tensor, " b"]:
     """alphabar_t for integer timesteps, on the device of ``t``."""
     return alphas_cumprod.to(t.device)[t.long()].float()
 
 
 def v_to_epsilon(
-    v: Float[Tensor, "b c h w"], x_t: Float[Tensor, "b c h w"], alphabar: Float[Tensor, "b"]
+    v: Float[Tensor, "b c h w"], x_t: Float[Tensor, "b c h w"], alphabar: Float[Tensor, " b"]
 ) -> Float[Tensor, "b c h w"]:
     """Noise from a v prediction: eps = sqrt(alphabar) v + sqrt(1 - alphabar) x_t."""
     a = _expand(alphabar, x_t)
@@ -31,7 +31,7 @@ def v_to_epsilon(
 
 
 def sample_to_epsilon(
-    x0: Float[Tensor, "b c h w"], x_t: Float[Tensor, "b c h w"], alphabar: Float[Tensor, "b"]
+    x0: Float[Tensor, "b c h w"], x_t: Float[Tensor, "b c h w"], alphabar: Float[Tensor, " b"]
 ) -> Float[Tensor, "b c h w"]:
     """Noise from an x_0 prediction: eps = (x_t - sqrt(alphabar) x_0) / sqrt(1 - alphabar)."""
     a = _expand(alphabar, x_t)
@@ -39,7 +39,7 @@ def sample_to_epsilon(
 
 
 def to_epsilon(
-    output: Float[Tensor, "b c h w"], x_t: Float[Tensor, "b c h w"], alphabar: Float[Tensor, "b"], prediction_type: str
+    output: Float[Tensor, "b c h w"], x_t: Float[Tensor, "b c h w"], alphabar: Float[Tensor, " b"], prediction_type: str
 ) -> Float[Tensor, "b c h w"]:
     """Convert a UNet output of the given prediction type to a noise estimate."""
     if prediction_type == "epsilon":
@@ -52,7 +52,7 @@ def to_epsilon(
 
 
 def training_target(
-    x0: Float[Tensor, "b c h w"], noise: Float[Tensor, "b c h w"], alphabar: Float[Tensor, "b"], prediction_type: str
+    x0: Float[Tensor, "b c h w"], noise: Float[Tensor, "b c h w"], alphabar: Float[Tensor, " b"], prediction_type: str
 ) -> Float[Tensor, "b c h w"]:
     """The model's native regression target (the denoising loss of Eq. 6)."""
     if prediction_type == "epsilon":
@@ -66,9 +66,8 @@ def training_target(
 
 
 def add_noise(
-    x0: Float[Tensor, "b c h w"], noise: Float[Tensor, "b c h w"], alphabar: Float[Tensor, "b"]
+    x0: Float[Tensor, "b c h w"], noise: Float[Tensor, "b c h w"], alphabar: Float[Tensor, " b"]
 ) -> Float[Tensor, "b c h w"]:
     """x_t = sqrt(alphabar) x_0 + sqrt(1 - alphabar) eps (what the scheduler's ``add_noise`` computes)."""
     a = _expand(alphabar, x0)
     return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-

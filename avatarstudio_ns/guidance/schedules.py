@@ -38,7 +38,7 @@ def annealed_t_max(
     return start + (end - start) * progress
 
 
-def sds_weight(alphabar: Float[Tensor, "b"], weighting: Weighting = "one_minus_alphabar") -> Float[Tensor, "b"]:
+def sds_weight(alphabar: Float[Tensor, " b"], weighting: Weighting = "one_minus_alphabar") -> Float[Tensor, " b"]:
     """w(t) of the score distillation gradient.
 
     ``one_minus_alphabar`` (the spec's default, DreamFusion): 1 - alphabar_t = sigma_t^2.

@@ -39,7 +39,7 @@ class TextEmbeddingCache:
             )
         with torch.no_grad():
             embeddings = self.encode(missing)
-        for prompt, embedding in zip(missing, embeddings):
+        for prompt, embedding in zip(missing, embeddings, strict=True):
             self._store[prompt] = embedding.detach()
 
     def __call__(self, prompts: str | Sequence[str]) -> Float[Tensor, "n tokens dim"]:
