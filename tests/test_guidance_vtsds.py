@@ -22,6 +22,15 @@ from avatarstudio_ns.guidance.vtsds import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run several times faster on one thread than on a few contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_eq10_matches_hand_computation_on_both_sides_of_k():
     shape = (2, 4, 3, 3)
     eps_text = torch.full(shape, 1.0)
@@ -70,13 +79,20 @@ def tiny_guidance(tmp_path_factory):
         for name, p in base.unet.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    keyframes = [Keyframe(0, 0, 0.0, "bcdfghjklm", "photo of a bcdfghjklm person"),
-                 Keyframe(1, 0, 0.0, "npqrstvwxz", "photo of a npqrstvwxz person")]
+    keyframes = [
+        Keyframe(0, 0, 0.0, "bcdfghjklm", "photo of a bcdfghjklm person"),
+        Keyframe(1, 0, 0.0, "npqrstvwxz", "photo of a npqrstvwxz person"),
+    ]
     personalized = PersonalizedModel(base.unet, keyframes, "lora", PERSONAL_ADAPTER)
 
     def make(**overrides):
-        config = VTSDSGuidanceConfig(base_model=str(folder), prompt="photo of a person with blue hair",
-                                     guidance_resolution=None, release_text_encoder=False, **overrides)
+        config = VTSDSGuidanceConfig(
+            base_model=str(folder),
+            prompt="photo of a person with blue hair",
+            guidance_resolution=None,
+            release_text_encoder=False,
+            **overrides,
+        )
         return VTSDSGuidance(config, base=base, personalized=personalized)
 
     return make

@@ -18,6 +18,15 @@ from avatarstudio_ns.guidance.prediction import add_noise, alphabar_at
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run several times faster on one thread than on a few contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     return write_small_model(tmp_path_factory.mktemp("model") / "tiny", SmallModelConfig.tiny())
@@ -35,8 +44,16 @@ def _dataset():
 
 
 def _config(**overrides):
-    settings = dict(steps=8, batch_size=3, lora_rank=4, learning_rate=1e-3, num_class_images=2,
-                    class_image_steps=2, save_every=4, progress=False)
+    settings = dict(
+        steps=8,
+        batch_size=3,
+        lora_rank=4,
+        learning_rate=1e-3,
+        num_class_images=2,
+        class_image_steps=2,
+        save_every=4,
+        progress=False,
+    )
     settings.update(overrides)
     return PersonalizeConfig(**settings)
 
@@ -60,15 +77,15 @@ def test_loss_falls_noise_is_shared_and_weights_load_in_diffusers(tiny_folder, t
     keyframes, images = _dataset()
     base = load_diffusion(str(tiny_folder))
     seen = []
-    config = _config(steps=150, save_every=1000, prior_weight=0.5)
+    config = _config(steps=60, learning_rate=5e-3, lora_rank=8, save_every=1000, prior_weight=0.5)
     result = personalize(keyframes, images, base, config, tmp_path / "p", callbacks=[seen.append])
 
-    assert len(result.losses) == 150 and len(seen) == 150
+    assert len(result.losses) == 60 and len(seen) == 60
     for info in seen:  # shared noise and timestep inside every batch, all keyframes different
         assert torch.equal(info.noise, info.noise[:1].expand_as(info.noise))
         assert (info.timesteps == info.timesteps[0]).all()
         assert len(set(info.keyframe_indices)) == 3
-    assert len({float(info.noise[0, 0, 0, 0]) for info in seen}) > 100  # ...but fresh noise every step
+    assert len({float(info.noise[0, 0, 0, 0]) for info in seen}) == 60  # ...but fresh noise every step
 
     assert not getattr(base.unet, "peft_config", None)  # the base model is left untouched
     out = tmp_path / "p"
@@ -85,8 +102,8 @@ def test_loss_falls_noise_is_shared_and_weights_load_in_diffusers(tiny_folder, t
         after = _eval_loss(base, personalized.unet, result.keyframes, images)
     with adapters_disabled(base.unet):
         assert _eval_loss(base, base.unet, result.keyframes, images) == pytest.approx(before)
-    assert after < 0.8 * before, (before, after)
-    early, late = sum(result.losses[:30]) / 30, sum(result.losses[-30:]) / 30
+    assert after < 0.9 * before, (before, after)
+    early, late = sum(result.losses[:20]) / 20, sum(result.losses[-20:]) / 20
     assert late < early, (early, late)
 
     from diffusers import StableDiffusionPipeline
@@ -94,6 +111,19 @@ def test_loss_falls_noise_is_shared_and_weights_load_in_diffusers(tiny_folder, t
     pipe = StableDiffusionPipeline.from_pretrained(tiny_folder)
     pipe.load_lora_weights(out)
     assert _eval_loss(base, pipe.unet, result.keyframes, images) == pytest.approx(after, rel=1e-4)
+
+    # The edit stage's path: a guidance built from a base model string and the personalisation folder.
+    from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
+
+    guidance = VTSDSGuidanceConfig(
+        base_model=str(tiny_folder), personalization=out, prompt="photo of a person with blue hair", t_min=0.7
+    ).setup(device="cpu")
+    assert guidance.keyframe_prompts == [k.prompt for k in result.keyframes] and guidance.base.text_encoder is None
+    renders = torch.rand(2, 3, 24, 24, requires_grad=True)
+    losses = guidance(renders, [2, 0], step=0, total_steps=100)
+    losses["loss_vtsds"].backward()
+    assert isinstance(guidance, VTSDSGuidance) and renders.grad.abs().sum() > 0
+    assert (losses["v"] == pytest.approx(0.6)) and losses["nonfinite"].item() == 0
 
     # Same inputs and settings: the finished personalisation is reused, not retrained.
     again = personalize(keyframes, images, base, config, out)
@@ -137,3 +167,46 @@ def test_full_mode_writes_a_diffusers_unet(tiny_folder, tmp_path):
     p = dict(unet.named_parameters())["conv_in.weight"]
     assert torch.equal(p, dict(personalized.unet.named_parameters())["conv_in.weight"])
     assert not torch.equal(p, dict(base.unet.named_parameters())["conv_in.weight"])
+
+
+def test_cli_reads_a_recon_config(tiny_folder, tmp_path):
+    """`avatarstudio personalize` on a recon run: config.yml -> dataparser -> capture, checkpoint -> codes."""
+    import yaml
+    from fixtures.vhap_capture import write_vhap_capture
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+    from nerfstudio.engine.trainer import TrainerConfig
+    from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+
+    from avatarstudio_ns.cli.personalize import PersonalizeCommand
+    from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
+
+    capture = write_vhap_capture(tmp_path / "capture", num_timesteps=4)
+    dataparser = AvatarStudioDataParserConfig(data=capture)
+    config = TrainerConfig(
+        method_name="avatarstudio-recon",
+        output_dir=tmp_path / "outputs",
+        pipeline=VanillaPipelineConfig(datamanager=VanillaDataManagerConfig(dataparser=dataparser)),
+    )
+    run = tmp_path / "run"
+    (run / "nerfstudio_models").mkdir(parents=True)
+    (run / "config.yml").write_text(yaml.dump(config))
+    codes = torch.zeros(4, 8)
+    codes[3, 0] = 5.0  # the most deviant frame; frames 0 and 1 are excluded (first frame and its neighbour)
+    torch.save(
+        {"step": 10, "pipeline": {"_model.frame_codes.codes": codes}}, run / "nerfstudio_models" / "step-10.ckpt"
+    )
+
+    command = PersonalizeCommand(
+        load_config=run / "config.yml",
+        output=tmp_path / "p",
+        base_model=str(tiny_folder),
+        steps=2,
+        num_class_images=1,
+        n_time=1,
+        device="cpu",
+    )
+    command.main()
+    manifest = json.loads((tmp_path / "p" / "keyframes.json").read_text())["keyframes"]
+    assert [k["timestep_index"] for k in manifest if k["source"] == "time"] == [3]
+    assert sum(k["source"] == "first_frame" for k in manifest) == 15  # camera 8 is held out of training
+    assert is_complete(tmp_path / "p")

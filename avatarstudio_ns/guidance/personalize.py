@@ -359,7 +359,9 @@ def _encode(images: Sequence[Tensor], base: DiffusionModel, resolution: int) -> 
 def _trainable_unet(base: DiffusionModel, config: PersonalizeConfig):
     """The UNet to train, its trainable parameters, and how to undo the change to ``base``."""
     if config.mode == "lora":
-        params = add_lora(base.unet, rank=config.lora_rank, adapter_name=TRAIN_ADAPTER)
+        with torch.random.fork_rng(devices=[]):  # peft draws the LoRA init from the global RNG: seed it
+            torch.manual_seed(config.seed)
+            params = add_lora(base.unet, rank=config.lora_rank, adapter_name=TRAIN_ADAPTER)
         base.unet.set_adapter(TRAIN_ADAPTER)
 
         def cleanup() -> None:
@@ -453,7 +455,7 @@ def _train(
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
 
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             progress.update(task, advance=1, loss=losses[-1])
             done = step + 1
             if done % max(config.save_every, 1) == 0 and done < config.steps:
@@ -468,7 +470,9 @@ def _train(
                         "losses": losses,
                     },
                 )
-            info = StepInfo(done, losses[-1], float(inst_loss), float(prior_loss), idx.tolist(), noise, t)
+            info = StepInfo(
+                done, losses[-1], float(inst_loss.detach()), float(prior_loss.detach()), idx.tolist(), noise, t
+            )
             for callback in callbacks:
                 callback(info)
     unet.eval()
