@@ -6,7 +6,9 @@ in ns-train, ns-viewer, ns-render, ns-eval and ns-export alike.
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,12 +38,26 @@ def allow_numpy_in_weights_only_load() -> None:
 
 
 def use_bundled_ffmpeg() -> None:
-    """Point mediapy (ns-render's video writer) at imageio-ffmpeg's binary when no ffmpeg is on PATH."""
+    """Make imageio-ffmpeg's binary the ``ffmpeg`` of this process when none is on PATH.
+
+    ns-render checks for ``ffmpeg`` on PATH and mediapy runs it by name, so a link named ``ffmpeg`` goes in a
+    cache folder appended to PATH (a system ffmpeg, when present later on PATH, still wins).
+    """
     if shutil.which("ffmpeg") is not None:
         return
     try:
         import imageio_ffmpeg
-        import mediapy
     except ImportError:
         return
-    mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+    folder = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "avatarstudio" / "bin"
+    link = folder / "ffmpeg"
+    try:
+        if not link.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".ffmpeg.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+            os.replace(tmp, link)
+    except (OSError, RuntimeError):
+        return  # no writable cache or no bundled binary: ns-render will say ffmpeg is missing
+    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), str(folder)])

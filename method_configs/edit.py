@@ -15,7 +15,7 @@ from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
 from avatarstudio_ns.edit.model import AvatarEditModelConfig
 from avatarstudio_ns.edit.pipeline import AvatarEditPipelineConfig
 from avatarstudio_ns.edit.trainer import EditTrainerConfig
-from avatarstudio_ns.guidance.personalize import PersonalizationConfig
+from avatarstudio_ns.guidance.personalize import PersonalizeConfig
 from avatarstudio_ns.guidance.vtsds import VTSDSGuidanceConfig
 from avatarstudio_ns.recon.schedulers import FloatExponentialDecaySchedulerConfig
 
@@ -45,7 +45,7 @@ avatarstudio_edit = MethodSpecification(
             datamanager=KeyframeDataManagerConfig(dataparser=AvatarStudioDataParserConfig(), render_resolution=256),
             model=AvatarEditModelConfig(),
             guidance=VTSDSGuidanceConfig(),
-            personalization=PersonalizationConfig(),
+            personalization=PersonalizeConfig(),
         ),
         optimizers=_appearance_optimizer(1e-3, EDIT_STEPS),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
@@ -71,7 +71,7 @@ avatarstudio_edit_fast = MethodSpecification(
             datamanager=KeyframeDataManagerConfig(dataparser=AvatarStudioDataParserConfig(), render_resolution=64),
             model=AvatarEditModelConfig(),
             guidance=VTSDSGuidanceConfig(base_model="builtin", guidance_resolution=64),
-            personalization=PersonalizationConfig(steps=200, resolution=64),
+            personalization=PersonalizeConfig(steps=200, resolution=64),
         ),
         optimizers=_appearance_optimizer(1e-2, FAST_STEPS),
         machine=MachineConfig(device_type="cpu"),

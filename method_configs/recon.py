@@ -46,7 +46,7 @@ def _datamanager(num_rays: int) -> VanillaDataManagerConfig:
 
 
 RECON_STEPS = 30000
-CPU_STEPS = 3000
+CPU_STEPS = 1500
 
 avatarstudio_recon = MethodSpecification(
     config=TrainerConfig(
@@ -86,6 +86,7 @@ avatarstudio_recon_cpu = MethodSpecification(
             model=AvatarReconModelConfig(
                 eval_num_rays_per_chunk=4096,
                 implementation="torch",
+                num_cpu_threads=1,
                 num_levels=8,
                 max_res=256,
                 log2_hashmap_size=16,
@@ -106,6 +107,6 @@ avatarstudio_recon_cpu = MethodSpecification(
     ),
     description=(
         "AvatarStudio dynamic head NeRF, CPU preset for small captures (e.g. 8 cameras, 64 px): 1024 rays, "
-        "3k steps, small torch hash grid; logs to tensorboard (add --vis viewer for the viewer)."
+        "1.5k steps, small torch hash grid; logs to tensorboard (add --vis viewer for the viewer)."
     ),
 )

@@ -87,8 +87,8 @@ class HeadDatasetConfig:
     """Antialiasing grid at edge pixels (see RenderSettings)."""
     seed: int = 0
     """Seed of identities, instants and cameras."""
-    workers: int = 1
-    """Processes rendering shards in parallel (each single-threaded)."""
+    workers: int = 2
+    """Processes rendering shards in parallel (each single-threaded; the default suits a 2-core machine)."""
 
     @property
     def num_shards(self) -> int:
@@ -158,7 +158,6 @@ def _sample_identity(cfg: HeadDatasetConfig, rng: np.random.Generator) -> HeadAt
 
 def render_shard(cfg: HeadDatasetConfig, shard: int) -> HeadImages:
     """Render one shard; its content depends only on ``cfg.seed`` and ``shard``."""
-    torch.set_num_threads(1)
     rng = np.random.default_rng([cfg.seed, shard])
     # The rig supplies the intrinsics (the capture's framing); the cameras are replaced per identity.
     rig = make_rig(num_cameras=1, resolution=cfg.resolution)
@@ -203,9 +202,7 @@ def _save_shard(images: HeadImages, path: Path) -> None:
 
 def _load_shard(path: Path) -> HeadImages:
     with np.load(path) as data:
-        return HeadImages(
-            rgb=data["rgb"], attrs={k: data[f"attr_{k}"] for k in TABLES}, azimuth=data["azimuth"]
-        )
+        return HeadImages(rgb=data["rgb"], attrs={k: data[f"attr_{k}"] for k in TABLES}, azimuth=data["azimuth"])
 
 
 def _render_and_save(cfg: HeadDatasetConfig, shard: int, path: Path) -> int:

@@ -9,6 +9,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from torch import Tensor
 from torch.nn import Parameter
 
+from avatarstudio_ns.guidance.regularizers import opacity_entropy
 from avatarstudio_ns.recon.model import AvatarReconModel, AvatarReconModelConfig
 
 
@@ -56,6 +57,4 @@ class AvatarEditModel(AvatarReconModel):
 
         The score distillation loss is added by the pipeline, which owns the guidance.
         """
-        from avatarstudio_ns.guidance.regularizers import opacity_entropy
-
-        return {"opacity_entropy": self.config.entropy_loss_mult * opacity_entropy(outputs["accumulation"]).mean()}
+        return {"opacity_entropy": self.config.entropy_loss_mult * opacity_entropy(outputs["accumulation"])}

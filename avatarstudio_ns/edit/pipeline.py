@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
@@ -12,31 +14,38 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
-from avatarstudio_ns.data.keyframes import KeyframeSelectionConfig, select_keyframes
+from avatarstudio_ns.data.keyframes import Keyframe, KeyframeSelectionConfig, select_keyframes
 from avatarstudio_ns.edit.model import AvatarEditModelConfig
-from avatarstudio_ns.guidance.personalize import PersonalizationConfig, personalize
-from avatarstudio_ns.guidance.vtsds import VTSDSGuidanceConfig
+from avatarstudio_ns.guidance.loading import load_diffusion
+from avatarstudio_ns.guidance.personalize import PersonalizeConfig, personalize
+from avatarstudio_ns.guidance.personalized import load_personalization
+from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
+
+PERSONALIZATION_CACHE = Path("~/.cache/avatarstudio/personalizations")
+"""Where personalisations are kept when ``--pipeline.guidance.personalization`` names no folder."""
 
 
 @dataclass
 class AvatarEditPipelineConfig(VanillaPipelineConfig):
-    """Edits a reconstructed avatar with a text prompt by view-and-time-aware score distillation."""
+    """Edits a reconstructed avatar with a text prompt by view-and-time-aware score distillation.
+
+    The prompt is the model's (``--prompt``); ``--pipeline.guidance.personalization`` names the folder of an
+    ``avatarstudio personalize`` run, reused when its cache key matches this edit's keyframes and settings
+    and (re)written otherwise.
+    """
 
     _target: Type = field(default_factory=lambda: AvatarEditPipeline)
     """target class to instantiate"""
     datamanager: KeyframeDataManagerConfig = field(default_factory=KeyframeDataManagerConfig)
     """Yields whole keyframe images."""
     model: AvatarEditModelConfig = field(default_factory=AvatarEditModelConfig)
-    """The avatar; its weights come from the recon given by --load-dir."""
+    """The avatar; its architecture and weights come from the recon given by --load-dir."""
     keyframes: KeyframeSelectionConfig = field(default_factory=KeyframeSelectionConfig)
     """Which (camera, time) pairs the guidance sees (METHOD section 2)."""
     guidance: VTSDSGuidanceConfig = field(default_factory=VTSDSGuidanceConfig)
-    """The diffusion guidance: base model, guidance scale, v, K, annealing (METHOD section 4)."""
-    personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
+    """The diffusion guidance: base model, personalisation folder, w, v, K, annealing (METHOD section 4)."""
+    personalization: PersonalizeConfig = field(default_factory=PersonalizeConfig)
     """How the diffusion model is personalised on the keyframes when no matching personalisation exists."""
-    personalization_dir: Optional[Path] = None
-    """Folder of an ``avatarstudio personalize`` run to reuse (when its cache key matches) or to write.
-    Default: a folder under ~/.cache/avatarstudio named by the cache key."""
 
 
 class AvatarEditPipeline(VanillaPipeline):
@@ -63,31 +72,43 @@ class AvatarEditPipeline(VanillaPipeline):
             self._guidance_holder.append(self._setup_guidance())
         return self._guidance_holder[0]
 
-    def _setup_guidance(self):
-        datamanager = self.datamanager
-        metadata = datamanager.train_dataset.metadata
-        keyframes = select_keyframes(
+    def select_keyframes(self) -> List[Keyframe]:
+        """The keyframe set, from the avatar's per-frame codes and the training images (METHOD section 2)."""
+        metadata = self.datamanager.train_dataset.metadata
+        available = list(zip(metadata["camera_indices"].tolist(), metadata["timestep_indices"].tolist(), strict=True))
+        frontal = self.config.keyframes.frontal_camera
+        if frontal is None:
+            frontal = nearest_train_camera(self.datamanager, metadata.get("frontal_camera_index"))
+        return select_keyframes(
             codes=self.model.get_frame_embeddings().detach().cpu(),
-            camera_indices=metadata["camera_indices"],
-            timestep_indices=metadata["timestep_indices"],
-            frontal_camera_index=metadata.get("frontal_camera_index"),
+            available=available,
+            frontal_camera=frontal,
             config=self.config.keyframes,
         )
-        datamanager.set_keyframes([(k.camera_index, k.timestep_index) for k in keyframes])
-        CONSOLE.print(f"Editing with {len(keyframes)} keyframes.")
-        personalization = None
-        if self.config.guidance.use_personalized:
-            personalization = personalize(
-                keyframes=keyframes,
-                images=datamanager.keyframe_images(),
-                base_model=self.config.guidance.base_model,
-                config=self.config.personalization,
-                output=self.config.personalization_dir,
-                device=self.device,
-            )
-        return self.config.guidance.setup(
-            device=self.device, personalization=personalization, keyframes=keyframes, prompt=self.model.config.prompt
+
+    def _setup_guidance(self) -> VTSDSGuidance:
+        keyframes = self.select_keyframes()
+        self.datamanager.set_keyframes([(k.camera_index, k.timestep_index) for k in keyframes])
+        CONSOLE.print(
+            f"Editing with {len(keyframes)} keyframes: "
+            + ", ".join(f"camera {k.camera_index} @ frame {k.timestep_index}" for k in keyframes)
         )
+        config = dataclasses.replace(self.config.guidance, prompt=self.model.config.prompt)
+        dtype = None if config.dtype == "auto" else config.dtype
+        base = load_diffusion(config.base_model, self.device, dtype=dtype, vae_fp32=config.vae_fp32)
+        personalized = None
+        if config.use_personalized:
+            folder = config.personalization or default_personalization_folder(
+                self.datamanager.config.dataparser.data, config.base_model, self.config.personalization
+            )
+            images = [image.permute(2, 0, 1) for image in self.datamanager.keyframe_images()]
+            with torch.enable_grad():
+                result = personalize(keyframes, images, base, self.config.personalization, folder)
+            CONSOLE.print(
+                ("Reusing" if result.reused else "Wrote") + f" the personalised diffusion model in {result.folder}"
+            )
+            personalized = load_personalization(result.folder, base)
+        return VTSDSGuidance(config, device=self.device, base=base, personalized=personalized)
 
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
@@ -105,10 +126,43 @@ class AvatarEditPipeline(VanillaPipeline):
         outputs = self._model(ray_bundle)
         height, width = batch["image_height"], batch["image_width"]
         image = outputs["rgb"].reshape(height, width, 3).permute(2, 0, 1)[None]
-        result = guidance(image, keyframe_indices=[batch["keyframe_index"]], step=step, total_steps=self._total_steps)
+        result = guidance(image, keyframe_ids=[batch["keyframe_index"]], step=step, total_steps=self._total_steps)
         loss_dict = self.model.get_loss_dict(outputs, batch)
-        loss_dict["vt_sds"] = result["loss"]
+        loss_dict["vt_sds"] = result["loss_vtsds"]
         metrics_dict: Dict[str, Any] = {
-            key: value for key, value in result.items() if key != "loss" and isinstance(value, (float, torch.Tensor))
+            key: value.float().mean() for key, value in result.items() if key != "loss_vtsds"
         }
         return outputs, loss_dict, metrics_dict
+
+
+def default_personalization_folder(data: Optional[Path], base_model: str, config: PersonalizeConfig) -> Path:
+    """A per-capture, per-base-model, per-mode folder in the personalisation cache.
+
+    Different keyframes or settings for the same capture land in the same folder and retrain it: the
+    folder's cache key decides whether a finished personalisation can be reused.
+    """
+    name = f"{Path(data or '.').expanduser().resolve()}|{base_model}|{config.mode}"
+    return PERSONALIZATION_CACHE.expanduser() / hashlib.sha1(name.encode()).hexdigest()[:16]
+
+
+def nearest_train_camera(datamanager, frontal: Optional[int]) -> Optional[int]:
+    """The training camera looking most nearly along the frontal camera's direction.
+
+    The capture's frontal camera may be the held-out one (camera 8 of a VHAP export), whose images the edit
+    does not train on; its nearest training neighbour then sees the face instead.
+    """
+    if frontal is None:
+        return None
+    metadata = datamanager.train_dataset.metadata
+    train_cameras = metadata["camera_indices"]
+    if bool((train_cameras == frontal).any()):
+        return frontal
+    eval_metadata = datamanager.eval_dataset.metadata
+    hits = torch.nonzero(eval_metadata["camera_indices"] == frontal).flatten()
+    if len(hits) == 0:
+        return frontal
+    direction = datamanager.eval_dataset.cameras.camera_to_worlds[int(hits[0]), :3, 2]
+    train_directions = datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 2]
+    best = int(torch.argmax(train_directions @ direction))
+    CONSOLE.print(f"The frontal camera {frontal} is held out; camera {int(train_cameras[best])} stands in for it.")
+    return int(train_cameras[best])

@@ -49,16 +49,20 @@ def inherit_recon_config(config: EditTrainerConfig, recon_config_path: Path) -> 
     """Copies the recon's model architecture and dataparser options into the edit's config.
 
     The edit loads the recon's weights, so its model must be built with the same sizes, and its dataparser
-    must centre and scale the capture the same way. Fields the edit adds (prompt, guidance...) are kept.
+    must centre and scale the capture the same way. Fields that the edit's own config class declares
+    (prompt, entropy weight...) stay the edit's.
     """
     recon = yaml.load(Path(recon_config_path).read_text(), Loader=yaml.Loader)
     for target, source in (
         (config.pipeline.model, recon.pipeline.model),
         (config.pipeline.datamanager.dataparser, recon.pipeline.datamanager.dataparser),
     ):
+        keep = {"_target", "data"}
+        if type(target) is not type(source):
+            keep |= set(vars(type(target)).get("__annotations__", {}))
         source_fields = {f.name for f in dataclasses.fields(source)}
         for f in dataclasses.fields(target):
-            if f.name in source_fields and f.name not in ("_target", "data"):
+            if f.name in source_fields and f.name not in keep:
                 setattr(target, f.name, getattr(source, f.name))
 
 

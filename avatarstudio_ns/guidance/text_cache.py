@@ -29,6 +29,10 @@ class TextEmbeddingCache:
 
     def precompute(self, prompts: Iterable[str]) -> None:
         """Encode every prompt not cached yet, in one batch."""
+        prompts = list(prompts)
+        wrong = [p for p in prompts if not isinstance(p, str)]
+        if wrong:
+            raise TypeError(f"Prompts must be strings, got {wrong[:3]!r}.")
         missing = list(dict.fromkeys(p for p in prompts if p not in self._store))
         if not missing:
             return

@@ -93,8 +93,9 @@ class VTSDSGuidanceConfig(InstantiateConfig):
     """How t_max falls over the run: linear, sqrt, or none (fixed t_max_start, the "no annealing" ablation)."""
     weighting: Weighting = "one_minus_alphabar"
     """w(t) of the gradient: 1 - alphabar_t (DreamFusion), sds (sqrt-based), or uniform."""
-    guidance_resolution: int | None = 512
-    """Side the renders are resized to before encoding (the paper: 512); None: the model's own resolution."""
+    guidance_resolution: int | None = None
+    """Side the renders are resized to before encoding; None: the model's own resolution (512 for Stable
+    Diffusion 1.5, the paper's setting)."""
     sample_posterior: bool = False
     """Sample the VAE posterior instead of taking its mean (mean: lower-variance gradients)."""
     grad_clip: float | None = None

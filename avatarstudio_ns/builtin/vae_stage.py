@@ -1,0 +1,160 @@
+"""Stage 1 of the built-in model: the KL autoencoder, then the latents of the whole training set.
+
+The autoencoder is trained on pixel reconstruction (L1 + L2) with a small KL term, as Stable Diffusion's is
+minus the perceptual and adversarial losses (fine detail matters little here; colours must be exact). Most
+steps see random crops, which costs a quarter of a full image for a convolutional network; the last steps
+see whole images so the mid-block attention learns the full latent grid.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+from rich.console import Console
+from torch import Tensor
+
+from avatarstudio_ns.builtin.checkpoint import load_state, save_state, write_folder_atomically
+from avatarstudio_ns.builtin.progress import StageProgress
+from avatarstudio_ns.guidance.small_model import SmallModelConfig, build_vae
+
+
+@dataclass
+class VaeStageConfig:
+    """How the autoencoder is trained."""
+
+    steps: int = 600
+    """Optimiser steps."""
+    full_image_steps: int = 100
+    """The last steps, which see whole images instead of crops."""
+    crop: int = 32
+    """Side of the random crops of the earlier steps, pixels (a multiple of the latent downsampling)."""
+    batch_size: int = 32
+    """Images per step."""
+    lr: float = 1e-3
+    """AdamW learning rate (after a short linear warm-up, then cosine decay to a tenth)."""
+    kl_weight: float = 1e-3
+    """Weight of the KL divergence per image pixel; keeps the latents smooth enough to diffuse."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints."""
+    log_every: int = 50
+    """Steps between log lines."""
+
+
+def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
+
+
+def _batch(images: Tensor, step: int, cfg: VaeStageConfig, scale: int, generator: torch.Generator) -> Tensor:
+    """Random images, flipped half the time, cropped on the latent grid for all but the last steps."""
+    idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=generator)
+    x = images[idx]
+    flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if step < cfg.steps - cfg.full_image_steps and cfg.crop < x.shape[-1]:
+        cells = (x.shape[-1] - cfg.crop) // scale + 1
+        oy, ox = (int(v) * scale for v in torch.randint(cells, (2,), generator=generator))
+        x = x[..., oy : oy + cfg.crop, ox : ox + cfg.crop]
+    return x
+
+
+def train_vae(
+    images: Tensor, model_cfg: SmallModelConfig, cfg: VaeStageConfig, work_dir: Path, seed: int, console: Console
+) -> AutoencoderKL:
+    """Train the autoencoder, resuming from ``work_dir/vae.ckpt``; the result is saved to ``work_dir/vae``.
+
+    Args:
+        images: Training images (N, 3, H, W) in [-1, 1].
+        model_cfg: Sizes (the architecture comes from ``build_vae``).
+        cfg: Training settings.
+        work_dir: Folder of checkpoints and stage outputs.
+        seed: Seed of initial weights and batches.
+        console: Where progress goes.
+
+    Returns:
+        The trained autoencoder in eval mode.
+    """
+    final = Path(work_dir) / "vae"
+    if (final / "config.json").exists():
+        console.log(f"VAE already trained: {final}")
+        return AutoencoderKL.from_pretrained(final).eval()
+    torch.manual_seed(seed)
+    vae = build_vae(model_cfg)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed + 1)
+    ckpt_path = Path(work_dir) / "vae.ckpt"
+    step = 0
+    if (state := load_state(ckpt_path)) is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = int(state["step"])
+        console.log(f"Resuming the VAE at step {step}")
+    vae.train()
+    t0 = time.monotonic()
+    with StageProgress(console, "vae", cfg.steps, step, cfg.log_every) as bar:
+        while step < cfg.steps:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(step, cfg.steps)
+            x = _batch(images, step, cfg, model_cfg.vae_scale_factor, generator)
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample(generator=generator)).sample
+            l1 = (recon - x).abs().mean()
+            l2 = (recon - x).square().mean()
+            kl = posterior.kl().mean() / x[0].numel()
+            loss = l1 + l2 + cfg.kl_weight * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                state = {"model": vae.state_dict(), "optimizer": optimizer.state_dict()}
+                save_state({**state, "generator": generator.get_state(), "step": step}, ckpt_path)
+            bar.update(step, l1=l1.item(), kl=kl.item())
+    vae.eval()
+    write_folder_atomically(final, lambda tmp: vae.save_pretrained(tmp, safe_serialization=True))
+    console.log(f"VAE trained in {(time.monotonic() - t0) / 60:.1f} min this run")
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(
+    vae: AutoencoderKL, images: Tensor, work_dir: Path, console: Console, batch_size: int = 128
+) -> dict[str, Tensor]:
+    """Posterior mean and std of every training image and of its mirror image, and the latent scaling factor.
+
+    The UNet stage samples latents from these instead of running the encoder every step. The scaling factor
+    makes the sampled latents unit-variance, as Stable Diffusion's 0.18215 does for its VAE.
+
+    Returns:
+        ``mean`` and ``std`` of shape (2, N, C, h, w) (index 0: as rendered, 1: mirrored) and ``scaling_factor``.
+    """
+    path = Path(work_dir) / "latents.pt"
+    if (state := load_state(path)) is not None:
+        return state
+    means, stds = [], []
+    with StageProgress(console, "encode", 2 * images.shape[0], 0, 0) as bar:
+        for flip in (False, True):
+            m_list, s_list = [], []
+            for start in range(0, images.shape[0], batch_size):
+                x = images[start : start + batch_size]
+                posterior = vae.encode(x.flip(-1) if flip else x).latent_dist
+                m_list.append(posterior.mean)
+                s_list.append(posterior.std)
+                bar.update(flip * images.shape[0] + start + x.shape[0])
+            means.append(torch.cat(m_list))
+            stds.append(torch.cat(s_list))
+    mean, std = torch.stack(means), torch.stack(stds)
+    generator = torch.Generator().manual_seed(0)
+    sampled = mean + std * torch.randn(mean.shape, generator=generator)
+    state = {"mean": mean, "std": std, "scaling_factor": float(1.0 / sampled.std())}
+    save_state(state, path)
+    return state

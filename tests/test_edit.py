@@ -1,0 +1,134 @@
+"""End to end on CPU: synth capture -> recon -> VT-SDS edit with a tiny diffusers folder -> render."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from avatarstudio_ns.data.synth import CaptureConfig, render_capture
+from avatarstudio_ns.edit.trainer import find_checkpoint
+from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
+from method_configs.edit import avatarstudio_edit_fast
+from method_configs.recon import avatarstudio_recon_cpu
+
+RECON_STEPS = 60
+EDIT_STEPS = 4
+
+
+def _quiet(config, output_dir: Path, steps: int):
+    config.output_dir = output_dir
+    config.max_num_iterations = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.steps_per_save = 10**9  # the trainer saves once at the end
+    config.logging.local_writer.enable = False
+    config.vis = "tensorboard"
+    config.set_timestamp()
+    config.save_config()
+    return config
+
+
+def _train(config):
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def recon(tmp_path_factory):
+    """A short recon of a tiny capture: 6 cameras (camera 5 held out), 3 frames, 32 px."""
+    capture = render_capture(
+        CaptureConfig(
+            output=tmp_path_factory.mktemp("capture"), num_cameras=6, num_frames=3, resolution=32, progress=False
+        )
+    )
+    config = copy.deepcopy(avatarstudio_recon_cpu.config)
+    config.pipeline.datamanager.data = capture
+    config.pipeline.datamanager.train_num_rays_per_batch = 256
+    _quiet(config, tmp_path_factory.mktemp("recon"), RECON_STEPS)
+    torch.manual_seed(0)
+    _train(config)
+    return capture, config
+
+
+@pytest.fixture(scope="module")
+def edited(recon, tmp_path_factory):
+    """A few VT-SDS steps from the recon's checkpoint, personalising a tiny random diffusion model first."""
+    capture, recon_config = recon
+    model = write_small_model(tmp_path_factory.mktemp("model") / "tiny", SmallModelConfig.tiny())
+    config = copy.deepcopy(avatarstudio_edit_fast.config)
+    config.pipeline.datamanager.data = capture
+    config.pipeline.datamanager.render_resolution = 32
+    config.pipeline.model.prompt = "photo of a person with blue hair"
+    config.pipeline.keyframes.n_time = 1
+    config.pipeline.guidance.base_model = str(model)
+    config.pipeline.guidance.guidance_resolution = 32
+    config.pipeline.guidance.personalization = tmp_path_factory.mktemp("personal") / "run"
+    personalization = config.pipeline.personalization
+    personalization.steps, personalization.resolution, personalization.lora_rank = 3, 32, 4
+    personalization.num_class_images, personalization.class_image_steps = 2, 2
+    personalization.progress = False
+    config.load_dir = recon_config.get_base_dir() / "nerfstudio_models"
+    _quiet(config, tmp_path_factory.mktemp("edit"), EDIT_STEPS)
+    torch.manual_seed(0)
+    trainer = _train(config)
+    return config, trainer
+
+
+def _model_state(config) -> dict[str, torch.Tensor]:
+    state = torch.load(find_checkpoint(config.get_base_dir() / "nerfstudio_models"), weights_only=True)
+    return {k[len("_model.") :]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}
+
+
+def test_edit_trains_only_the_appearance(recon, edited):
+    _, recon_config = recon
+    edit_config, _ = edited
+    before, after = _model_state(recon_config), _model_state(edit_config)
+    assert before.keys() == after.keys()
+    frozen = [k for k in before if k.startswith(("deformation.", "frame_codes.", "proposal_networks."))]
+    appearance = [k for k in before if k.startswith("appearance.")]
+    assert frozen and appearance
+    for key in frozen:
+        assert torch.equal(before[key], after[key]), f"{key} changed during the edit"
+    assert any(not torch.equal(before[k], after[k]) for k in appearance), "the edit left the appearance unchanged"
+
+
+def test_edit_runs_its_own_steps_and_keeps_diffusion_weights_out(edited):
+    config, _ = edited
+    path = find_checkpoint(config.get_base_dir() / "nerfstudio_models")
+    state = torch.load(path, weights_only=True)
+    # Fresh optimisers: the edit counts its own iterations from 0 whatever step the recon ended at.
+    assert state["step"] == EDIT_STEPS - 1
+    assert set(state["optimizers"]) == {"appearance"}
+    assert not [k for k in state["pipeline"] if "unet" in k or "vae" in k or "text_encoder" in k]
+
+
+def test_edit_reuses_a_matching_personalisation(edited):
+    config, trainer = edited
+    folder = config.pipeline.guidance.personalization
+    assert (folder / "personalization.json").exists()
+    guidance = trainer.pipeline.guidance
+    assert guidance.personalized is not None
+    assert len(guidance.keyframe_prompts) == len(trainer.pipeline.datamanager.keyframe_image_indices)
+
+
+def test_edited_checkpoint_renders_at_several_times_without_diffusion(edited, tmp_path):
+    from nerfstudio.scripts.render import SpiralRender
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    config, _ = edited
+    _, pipeline, _, _ = eval_setup(config.get_base_dir() / "config.yml", test_mode="inference")
+    assert not pipeline._guidance_holder, "loading an edited avatar must not load a diffusion model"
+    camera = pipeline.datamanager.train_dataset.cameras[0:1]
+    renders = []
+    for time in (0.0, 1.0):
+        camera.times = torch.tensor([[time]])
+        renders.append(pipeline.model.get_outputs_for_camera(camera)["rgb"])
+    assert renders[0].shape == (32, 32, 3)
+    assert torch.isfinite(renders[0]).all()
+    output = tmp_path / "spiral.mp4"
+    SpiralRender(load_config=config.get_base_dir() / "config.yml", output_path=output, seconds=0.5, frame_rate=4).main()
+    assert output.exists() and output.stat().st_size > 0
