@@ -21,7 +21,7 @@ from method_configs.recon import avatarstudio_recon, avatarstudio_recon_cpu
 
 GROUPS = {"deformation", "frame_codes", "appearance", "proposal_networks"}
 
-TRAIN_STEPS = 300
+TRAIN_STEPS = 200
 """Steps of the short training run (about 30 s on one free CPU core)."""
 
 MIN_EVAL_PSNR = 20.0

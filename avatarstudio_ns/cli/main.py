@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import tyro
 
+from avatarstudio_ns.cli.demo import DemoCommand
 from avatarstudio_ns.cli.evaluate import EvalCommand
 from avatarstudio_ns.cli.personalize import PersonalizeCommand
 from avatarstudio_ns.cli.synth import SynthCommand
 from avatarstudio_ns.cli.video import VideoCommand
 
 SUBCOMMANDS = {
+    "demo": DemoCommand,
     "personalize": PersonalizeCommand,
     "synth": SynthCommand,
     "video": VideoCommand,

@@ -257,18 +257,11 @@ class AvatarReconModel(Model):
             torch.set_num_threads(self.config.num_cpu_threads)
         callbacks = []
         if self.config.use_proposal_weight_anneal:
-            num_iters = self.config.proposal_weights_anneal_max_num_iters
-            slope = self.config.proposal_weights_anneal_slope
-
-            def set_anneal(step: int) -> None:
-                frac = min(max(step / num_iters, 0.0), 1.0)
-                self.proposal_sampler.set_anneal(slope * frac / ((slope - 1.0) * frac + 1.0))
-
             callbacks.append(
                 TrainingCallback(
                     where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
                     update_every_num_iters=1,
-                    func=set_anneal,
+                    func=self._set_proposal_anneal,
                 )
             )
         callbacks.append(
@@ -279,6 +272,19 @@ class AvatarReconModel(Model):
             )
         )
         return callbacks
+
+    def _set_proposal_anneal(self, step: int) -> None:
+        """Sharpens the proposal weights over the first iterations (mip-NeRF 360, eq. 18)."""
+        if not self.config.use_proposal_weight_anneal:
+            return
+        slope = self.config.proposal_weights_anneal_slope
+        frac = min(max(step / self.config.proposal_weights_anneal_max_num_iters, 0.0), 1.0)
+        self.proposal_sampler.set_anneal(slope * frac / ((slope - 1.0) * frac + 1.0))
+
+    def update_to_step(self, step: int) -> None:
+        """Restores the step-dependent sampling state, so a reloaded checkpoint renders as it did in training."""
+        self._set_proposal_anneal(step)
+        self.proposal_sampler.step_cb(step)
 
     # ----------------------------------------------------------------------------------------------
     # Time, codes and deformation
