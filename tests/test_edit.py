@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from avatarstudio_ns.cli.personalize import PersonalizeCommand
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
 from avatarstudio_ns.edit.trainer import find_checkpoint
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
@@ -71,6 +72,15 @@ def edited(recon, tmp_path_factory):
     personalization.steps, personalization.resolution, personalization.lora_rank = 3, 32, 4
     personalization.num_class_images, personalization.class_image_steps = 2, 2
     personalization.progress = False
+    # `avatarstudio personalize` first, with the edit's settings: the edit must reuse its result.
+    PersonalizeCommand(
+        load_config=recon_config.get_base_dir() / "config.yml",
+        output=config.pipeline.guidance.personalization,
+        base_model=str(model),
+        keyframes=copy.deepcopy(config.pipeline.keyframes),
+        personalization=copy.deepcopy(personalization),
+        device="cpu",
+    ).main()
     config.load_dir = recon_config.get_base_dir() / "nerfstudio_models"
     _quiet(config, tmp_path_factory.mktemp("edit"), EDIT_STEPS)
     torch.manual_seed(0)
@@ -106,10 +116,11 @@ def test_edit_runs_its_own_steps_and_keeps_diffusion_weights_out(edited):
     assert not [k for k in state["pipeline"] if "unet" in k or "vae" in k or "text_encoder" in k]
 
 
-def test_edit_reuses_a_matching_personalisation(edited):
+def test_edit_reuses_the_personalisation_of_avatarstudio_personalize(edited):
     config, trainer = edited
     folder = config.pipeline.guidance.personalization
     assert (folder / "personalization.json").exists()
+    assert trainer.pipeline.personalization_reused is True
     guidance = trainer.pipeline.guidance
     assert guidance.personalized is not None
     assert len(guidance.keyframe_prompts) == len(trainer.pipeline.datamanager.keyframe_image_indices)

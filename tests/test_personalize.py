@@ -169,44 +169,28 @@ def test_full_mode_writes_a_diffusers_unet(tiny_folder, tmp_path):
     assert not torch.equal(p, dict(base.unet.named_parameters())["conv_in.weight"])
 
 
-def test_cli_reads_a_recon_config(tiny_folder, tmp_path):
-    """`avatarstudio personalize` on a recon run: config.yml -> dataparser -> capture, checkpoint -> codes."""
-    import yaml
+def test_keyframes_of_a_capture_with_a_held_out_frontal_camera(tmp_path):
+    """VHAP layout: camera 8 is frontal and held out, so its nearest training camera gives the time keyframes."""
     from fixtures.vhap_capture import write_vhap_capture
-    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-    from nerfstudio.engine.trainer import TrainerConfig
-    from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 
-    from avatarstudio_ns.cli.personalize import PersonalizeCommand
     from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
+    from avatarstudio_ns.data.dataset import AvatarDataset
+    from avatarstudio_ns.data.keyframes import KeyframeSelectionConfig, avatar_keyframes, keyframe_images
 
     capture = write_vhap_capture(tmp_path / "capture", num_timesteps=4)
-    dataparser = AvatarStudioDataParserConfig(data=capture)
-    config = TrainerConfig(
-        method_name="avatarstudio-recon",
-        output_dir=tmp_path / "outputs",
-        pipeline=VanillaPipelineConfig(datamanager=VanillaDataManagerConfig(dataparser=dataparser)),
-    )
-    run = tmp_path / "run"
-    (run / "nerfstudio_models").mkdir(parents=True)
-    (run / "config.yml").write_text(yaml.dump(config))
+    parser = AvatarStudioDataParserConfig(data=capture).setup()
+    train = AvatarDataset(parser.get_dataparser_outputs("train"))
+    val = AvatarDataset(parser.get_dataparser_outputs("val"))
     codes = torch.zeros(4, 8)
     codes[3, 0] = 5.0  # the most deviant frame; frames 0 and 1 are excluded (first frame and its neighbour)
-    torch.save(
-        {"step": 10, "pipeline": {"_model.frame_codes.codes": codes}}, run / "nerfstudio_models" / "step-10.ckpt"
-    )
-
-    command = PersonalizeCommand(
-        load_config=run / "config.yml",
-        output=tmp_path / "p",
-        base_model=str(tiny_folder),
-        steps=2,
-        num_class_images=1,
-        n_time=1,
-        device="cpu",
-    )
-    command.main()
-    manifest = json.loads((tmp_path / "p" / "keyframes.json").read_text())["keyframes"]
-    assert [k["timestep_index"] for k in manifest if k["source"] == "time"] == [3]
-    assert sum(k["source"] == "first_frame" for k in manifest) == 15  # camera 8 is held out of training
-    assert is_complete(tmp_path / "p")
+    keyframes = avatar_keyframes(codes, train, val, KeyframeSelectionConfig(n_time=1))
+    first = [k for k in keyframes if k.source == "first_frame"]
+    timed = [k for k in keyframes if k.source == "time"]
+    assert len(first) == 15  # camera 8 is held out of training
+    assert [k.timestep_index for k in timed] == [3]
+    # A training camera stands in for the held-out frontal camera 8.
+    assert timed[0].camera_index != 8
+    assert timed[0].camera_index in set(train.metadata["camera_indices"].tolist())
+    images = keyframe_images(train, keyframes)
+    assert len(images) == len(keyframes) and images[0].shape[0] == 3
+    assert 0.0 <= float(images[0].min()) and float(images[0].max()) <= 1.0

@@ -14,7 +14,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
-from avatarstudio_ns.data.keyframes import Keyframe, KeyframeSelectionConfig, select_keyframes
+from avatarstudio_ns.data.keyframes import KeyframeSelectionConfig, avatar_keyframes, keyframe_images
 from avatarstudio_ns.edit.model import AvatarEditModelConfig
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.personalize import PersonalizeConfig, personalize
@@ -64,6 +64,8 @@ class AvatarEditPipeline(VanillaPipeline):
         # A plain attribute holder keeps the guidance out of state_dict() and .to().
         self._guidance_holder: List[Any] = []
         self._total_steps = 1
+        self.personalization_reused: Optional[bool] = None
+        """Whether the guidance reused a finished personalisation (None until the guidance is built)."""
 
     @property
     def guidance(self):
@@ -72,23 +74,15 @@ class AvatarEditPipeline(VanillaPipeline):
             self._guidance_holder.append(self._setup_guidance())
         return self._guidance_holder[0]
 
-    def select_keyframes(self) -> List[Keyframe]:
-        """The keyframe set, from the avatar's per-frame codes and the training images (METHOD section 2)."""
-        metadata = self.datamanager.train_dataset.metadata
-        available = list(zip(metadata["camera_indices"].tolist(), metadata["timestep_indices"].tolist(), strict=True))
-        frontal = self.config.keyframes.frontal_camera
-        if frontal is None:
-            frontal = nearest_train_camera(self.datamanager, metadata.get("frontal_camera_index"))
-        return select_keyframes(
-            codes=self.model.get_frame_embeddings().detach().cpu(),
-            available=available,
-            frontal_camera=frontal,
-            config=self.config.keyframes,
-        )
-
     def _setup_guidance(self) -> VTSDSGuidance:
-        keyframes = self.select_keyframes()
-        self.datamanager.set_keyframes([(k.camera_index, k.timestep_index) for k in keyframes])
+        datamanager = self.datamanager
+        keyframes = avatar_keyframes(
+            self.model.get_frame_embeddings(),
+            datamanager.train_dataset,
+            datamanager.eval_dataset,
+            self.config.keyframes,
+        )
+        datamanager.set_keyframes(keyframes)
         CONSOLE.print(
             f"Editing with {len(keyframes)} keyframes: "
             + ", ".join(f"camera {k.camera_index} @ frame {k.timestep_index}" for k in keyframes)
@@ -99,11 +93,12 @@ class AvatarEditPipeline(VanillaPipeline):
         personalized = None
         if config.use_personalized:
             folder = config.personalization or default_personalization_folder(
-                self.datamanager.config.dataparser.data, config.base_model, self.config.personalization
+                datamanager.config.dataparser.data, config.base_model, self.config.personalization
             )
-            images = [image.permute(2, 0, 1) for image in self.datamanager.keyframe_images()]
+            images = keyframe_images(datamanager.train_dataset, keyframes)
             with torch.enable_grad():
                 result = personalize(keyframes, images, base, self.config.personalization, folder)
+            self.personalization_reused = result.reused
             CONSOLE.print(
                 ("Reusing" if result.reused else "Wrote") + f" the personalised diffusion model in {result.folder}"
             )
@@ -143,26 +138,3 @@ def default_personalization_folder(data: Optional[Path], base_model: str, config
     """
     name = f"{Path(data or '.').expanduser().resolve()}|{base_model}|{config.mode}"
     return PERSONALIZATION_CACHE.expanduser() / hashlib.sha1(name.encode()).hexdigest()[:16]
-
-
-def nearest_train_camera(datamanager, frontal: Optional[int]) -> Optional[int]:
-    """The training camera looking most nearly along the frontal camera's direction.
-
-    The capture's frontal camera may be the held-out one (camera 8 of a VHAP export), whose images the edit
-    does not train on; its nearest training neighbour then sees the face instead.
-    """
-    if frontal is None:
-        return None
-    metadata = datamanager.train_dataset.metadata
-    train_cameras = metadata["camera_indices"]
-    if bool((train_cameras == frontal).any()):
-        return frontal
-    eval_metadata = datamanager.eval_dataset.metadata
-    hits = torch.nonzero(eval_metadata["camera_indices"] == frontal).flatten()
-    if len(hits) == 0:
-        return frontal
-    direction = datamanager.eval_dataset.cameras.camera_to_worlds[int(hits[0]), :3, 2]
-    train_directions = datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 2]
-    best = int(torch.argmax(train_directions @ direction))
-    CONSOLE.print(f"The frontal camera {frontal} is held out; camera {int(train_cameras[best])} stands in for it.")
-    return int(train_cameras[best])

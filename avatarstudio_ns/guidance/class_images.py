@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from jaxtyping import Float
+from rich.progress import track
 from torch import Tensor
 
 from avatarstudio_ns.checkpoints import atomic_write_bytes
@@ -74,7 +75,7 @@ def ensure_class_images(
     )
     pipe.set_progress_bar_config(disable=True)
     with adapters_disabled(base.unet), torch.no_grad():
-        for i in missing:
+        for i in track(missing, description=f"Class images of {prompt!r}", transient=True):
             generator = torch.Generator(device="cpu").manual_seed(seed + i)
             image = pipe(
                 prompt,

@@ -140,8 +140,8 @@ class CanonicalAppearanceField(Field):
         rgb = self.get_canonical_rgb(geo_features, directions, codes)
         return {FieldHeadNames.DENSITY: density, FieldHeadNames.RGB: rgb}
 
-    # nerfstudio's Field interface, for tools that query the field directly: the sample positions are
-    # taken as canonical positions and the colour sees the mean frame code's stand-in, zeros.
+    # nerfstudio's Field interface, for tools that query the canonical field directly: the sample positions
+    # are taken as canonical positions, and the colour MLP gets an all-zero frame code.
     def get_density(self, ray_samples: RaySamples) -> tuple[Tensor, Tensor]:
         return self.get_canonical_density(ray_samples.frustums.get_positions())
 
