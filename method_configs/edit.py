@@ -70,8 +70,9 @@ avatarstudio_edit_fast = MethodSpecification(
         pipeline=AvatarEditPipelineConfig(
             datamanager=KeyframeDataManagerConfig(dataparser=AvatarStudioDataParserConfig(), render_resolution=64),
             model=AvatarEditModelConfig(),
-            guidance=VTSDSGuidanceConfig(base_model="builtin", guidance_resolution=64),
-            personalization=PersonalizeConfig(steps=200, resolution=64),
+            guidance=VTSDSGuidanceConfig(base_model="builtin"),
+            # Sized for a CPU: class images are the slow part of a personalisation there.
+            personalization=PersonalizeConfig(steps=200, num_class_images=12, class_image_steps=20),
         ),
         optimizers=_appearance_optimizer(1e-2, FAST_STEPS),
         machine=MachineConfig(device_type="cpu"),
