@@ -24,6 +24,7 @@ from torch import Tensor
 
 from avatarstudio_ns.builtin.checkpoint import load_state, save_state, write_folder_atomically
 from avatarstudio_ns.builtin.progress import StageProgress
+from avatarstudio_ns.builtin.vae_init import colour_preserving_init
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, build_vae
 
 
@@ -39,8 +40,9 @@ class VaeStageConfig:
     """Side of the random crops of the earlier steps, pixels (a multiple of the latent downsampling)."""
     batch_size: int = 32
     """Images per step."""
-    lr: float = 1e-3
-    """AdamW learning rate (after a short linear warm-up, then cosine decay to a tenth)."""
+    lr: float = 3e-4
+    """AdamW learning rate (after a short linear warm-up, then cosine decay to a tenth); small enough not to
+    undo the colour-preserving initialisation early on."""
     kl_weight: float = 1e-3
     """Weight of the KL divergence per image pixel; keeps the latents smooth enough to diffuse."""
     checkpoint_every: int = 100
@@ -113,6 +115,8 @@ def train_vae(
     torch.manual_seed(seed)
     vae = build_vae(model_cfg)
     fix_posterior_std(vae)
+    sample = torch.randint(images.shape[0], (64,), generator=torch.Generator().manual_seed(seed))
+    colour_preserving_init(vae, images[sample])
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed + 1)
     ckpt_path = Path(work_dir) / "vae.ckpt"

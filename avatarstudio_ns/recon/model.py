@@ -97,8 +97,10 @@ class AvatarReconModelConfig(ModelConfig):
     """Width of the colour MLP."""
     num_layers_color: int = 3
     """Layers of the colour MLP."""
-    average_init_density: float = 0.01
-    """Scale of the initial density (nerfacto's default config uses 0.01)."""
+    average_init_density: float = 1.0
+    """Scale of the initial density. Not nerfacto's 0.01: with a fixed white backdrop an almost empty start
+    renders white, the colour MLP is driven dark everywhere until its sigmoid saturates, and the model then
+    fakes a grey head with partial transparency (seen on the synthetic head: train PSNR stuck at 20 dB)."""
     num_proposal_samples_per_ray: tuple[int, ...] = (128, 64)
     """Samples per ray for each proposal network."""
     num_nerf_samples_per_ray: int = 48
