@@ -263,3 +263,17 @@ def test_per_timestep_metrics_cover_every_held_out_frame(trained):
     result = per_timestep_metrics(trainer.pipeline)
     assert list(result) == [0, 1, 2, 3]
     assert all(m["num_images"] == 1 and m["psnr"] > 10.0 for m in result.values())
+
+
+def test_ns_export_pointcloud_writes_a_point_cloud(trained, tmp_path):
+    try:
+        import open3d  # noqa: F401
+    except ImportError as error:  # open3d needs the system's libusb-1.0 (see README, Install)
+        pytest.skip(f"ns-export pointcloud needs open3d, which does not import here: {error}")
+    from nerfstudio.scripts.exporter import ExportPointCloud
+
+    config, _ = trained
+    ExportPointCloud(
+        load_config=config.get_base_dir() / "config.yml", output_dir=tmp_path, num_points=200, num_rays_per_batch=512
+    ).main()
+    assert (tmp_path / "point_cloud.ply").stat().st_size > 0

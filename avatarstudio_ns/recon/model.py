@@ -334,8 +334,8 @@ class AvatarReconModel(Model):
         ray_samples, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=density_fns)
 
         directions = ray_samples.frustums.directions
-        # Normals only for pure inference (ns-export, viewer): callers that need gradients get none.
-        compute_normals = self.config.eval_normals and not self.training and not torch.is_grad_enabled()
+        # Normals outside training only (viewer, ns-render, ns-export, which probes for them with gradients on).
+        compute_normals = self.config.eval_normals and not self.training
         with torch.enable_grad() if compute_normals else contextlib.nullcontext():
             positions = ray_samples.frustums.get_positions()
             if compute_normals:
