@@ -46,7 +46,7 @@ def _datamanager(num_rays: int) -> VanillaDataManagerConfig:
 
 
 RECON_STEPS = 30000
-CPU_STEPS = 1500
+CPU_STEPS = 2500
 
 avatarstudio_recon = MethodSpecification(
     config=TrainerConfig(

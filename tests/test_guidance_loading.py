@@ -13,15 +13,6 @@ from avatarstudio_ns.guidance.prediction import add_noise, to_epsilon, training_
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run several times faster on one thread than on a few contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_v_prediction_converts_to_epsilon():
     torch.manual_seed(0)
     x0, eps = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)

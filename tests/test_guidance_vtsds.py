@@ -22,15 +22,6 @@ from avatarstudio_ns.guidance.vtsds import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run several times faster on one thread than on a few contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_eq10_matches_hand_computation_on_both_sides_of_k():
     shape = (2, 4, 3, 3)
     eps_text = torch.full(shape, 1.0)

@@ -18,15 +18,6 @@ from avatarstudio_ns.guidance.prediction import add_noise, alphabar_at
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run several times faster on one thread than on a few contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     return write_small_model(tmp_path_factory.mktemp("model") / "tiny", SmallModelConfig.tiny())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tyro
 
+from avatarstudio_ns.cli.bench import BenchCommand
 from avatarstudio_ns.cli.demo import DemoCommand
 from avatarstudio_ns.cli.evaluate import EvalCommand
 from avatarstudio_ns.cli.personalize import PersonalizeCommand
@@ -19,6 +20,7 @@ SUBCOMMANDS = {
     "synth": SynthCommand,
     "video": VideoCommand,
     "eval": EvalCommand,
+    "bench": BenchCommand,
 }
 
 

@@ -50,6 +50,7 @@ class AvatarEditModel(AvatarReconModel):
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:
         """None: the proposal schedule callbacks of the recon only matter while the proposals train."""
+        self.apply_cpu_threads()
         return []
 
     def get_loss_dict(self, outputs: Dict[str, Any], batch: Dict[str, Any], metrics_dict=None) -> Dict[str, Tensor]:

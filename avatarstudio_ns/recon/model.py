@@ -250,13 +250,16 @@ class AvatarReconModel(Model):
             "proposal_networks": list(self.proposal_networks.parameters()),
         }
 
+    def apply_cpu_threads(self) -> None:
+        """Sets torch's CPU thread count from the config (the trainer asks for callbacks once, on its device)."""
+        if self.config.num_cpu_threads > 0 and self.device.type == "cpu":
+            torch.set_num_threads(self.config.num_cpu_threads)
+
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> list[TrainingCallback]:
         """Proposal weight annealing and the proposal update schedule, as in nerfacto."""
-        # The trainer calls this once, after moving the model to its device.
-        if self.config.num_cpu_threads > 0 and self.device.type == "cpu":
-            torch.set_num_threads(self.config.num_cpu_threads)
+        self.apply_cpu_threads()
         callbacks = []
         if self.config.use_proposal_weight_anneal:
             callbacks.append(
