@@ -101,7 +101,7 @@ def train_probe(data: HeadImages, cfg: ProbeConfig, seed: int = 0, console: Cons
             loss.backward()
             optimizer.step()
             schedule.step()
-            bar.update(step + 1, loss=float(loss))
+            bar.update(step + 1, loss=loss.item())
     return probe.eval()
 
 

@@ -12,6 +12,7 @@ from avatarstudio_ns.cli.demo import DemoCommand
 from avatarstudio_ns.cli.evaluate import EvalCommand
 from avatarstudio_ns.cli.personalize import PersonalizeCommand
 from avatarstudio_ns.cli.synth import SynthCommand
+from avatarstudio_ns.cli.train_builtin import TrainBuiltinCommand
 from avatarstudio_ns.cli.video import VideoCommand
 
 SUBCOMMANDS = {
@@ -21,6 +22,7 @@ SUBCOMMANDS = {
     "video": VideoCommand,
     "eval": EvalCommand,
     "bench": BenchCommand,
+    "train-builtin": TrainBuiltinCommand,
 }
 
 
