@@ -37,9 +37,9 @@ class DemoConfig:
     """Frames of the performance."""
     resolution: int = 64
     """Image side of the capture, in pixels."""
-    recon_steps: int = 3000
+    recon_steps: int = 1500
     """Iterations of the recon (avatarstudio-recon-cpu)."""
-    edit_steps: int = 300
+    edit_steps: int = 150
     """Iterations of the edit (avatarstudio-edit-fast)."""
     personalization_steps: int = 200
     """Steps of the personalisation fine-tune."""
