@@ -41,6 +41,7 @@ from avatarstudio_ns.checkpoints import atomic_write_text
 from avatarstudio_ns.data.keyframes import Keyframe
 from avatarstudio_ns.guidance.loading import BUILTIN, DiffusionModel, builtin_model_dir, load_diffusion
 from avatarstudio_ns.guidance.small_model import SmallModelConfig
+from avatarstudio_ns.threads import torch_threads
 
 SD15_RANDOM = "sd15-random"
 """Model name: Stable Diffusion 1.5's shapes with random weights, built in memory (no download)."""
@@ -222,18 +223,6 @@ def peak_memory(device: torch.device, into: Measurement) -> Iterator[None]:
         into.memory_method = "process RSS sampled every 2 ms (psutil)"
     into.peak_mib = peak / mib
     into.delta_mib = max(0.0, (peak - start) / mib)
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run with ``count`` CPU threads (0: unchanged), restoring the previous count afterwards."""
-    previous = torch.get_num_threads()
-    if count > 0:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def measure(fn: Callable[[], Any], plan: SuitePlan) -> Measurement:

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from transformers import CLIPTokenizer
 
-from avatarstudio_ns.builtin.checkpoint import torch_threads, write_folder_atomically
+from avatarstudio_ns.builtin.checkpoint import write_folder_atomically
 from avatarstudio_ns.builtin.dataset import HeadDatasetConfig, HeadImages, build_dataset
 from avatarstudio_ns.builtin.unet_stage import UnetStageConfig, train_unet
 from avatarstudio_ns.builtin.vae_stage import VaeStageConfig, encode_latents, train_vae
@@ -31,6 +31,7 @@ from avatarstudio_ns.guidance.small_model import (
     build_unet,
     model_index,
 )
+from avatarstudio_ns.threads import torch_threads
 
 
 def _caption_words() -> tuple[str, ...]:

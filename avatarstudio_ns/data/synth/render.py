@@ -9,8 +9,7 @@ foreground where its mask is zero.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ from avatarstudio_ns.data import labels as L
 from avatarstudio_ns.data.synth.head import SynthHead
 from avatarstudio_ns.data.synth.performance import NECK_PIVOT, HeadState, Performance
 from avatarstudio_ns.data.synth.rig import Rig
+from avatarstudio_ns.threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -225,21 +225,11 @@ def shade_rays(
     return ShadedRays(hit=hits, depth=depth, rgb=rgb, labels=labels, canonical=canonical)
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def render_frame(
     head: SynthHead, rig: Rig, state: HeadState, settings: RenderSettings = RenderSettings()
 ) -> SynthViews:
     """Render every camera of the rig at one instant; leading dim of the result is the camera."""
-    with _torch_threads(settings.threads), torch.no_grad():
+    with torch_threads(settings.threads), torch.no_grad():
         return _render_frame(head, rig, state, settings)
 
 
