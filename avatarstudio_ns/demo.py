@@ -10,13 +10,13 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from rich.console import Console
 from rich.panel import Panel
 
 from avatarstudio_ns.checkpoints import atomic_write_text
+from avatarstudio_ns.runs import finished, run_dir, train_run
 
 CONSOLE = Console()
 
@@ -45,41 +45,6 @@ class DemoConfig:
     """Steps of the personalisation fine-tune."""
     seed: int = 0
     """Seed of the capture and the training runs."""
-
-
-def _run_dir(root: Path, method: str) -> Path:
-    return root / "runs" / "avatar" / method / "demo"
-
-
-def _finished(run: Path, steps: int) -> bool:
-    return (run / "nerfstudio_models" / f"step-{steps - 1:09d}.ckpt").exists()
-
-
-def _train(config, data: Path, root: Path, steps: int, load_dir: Optional[Path]) -> Path:
-    """Runs nerfstudio's trainer (no viewer) into ``root/runs/<method>/demo``; resumes a partial run."""
-    config = copy.deepcopy(config)
-    config.pipeline.datamanager.data = data
-    config.output_dir = root / "runs"
-    config.experiment_name = "avatar"
-    config.timestamp = "demo"
-    config.max_num_iterations = steps
-    config.steps_per_save = max(100, steps // 10)
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
-    config.vis = "tensorboard"  # the viewer would keep the process alive after training
-    run = config.get_base_dir()
-    partial = run / "nerfstudio_models"
-    config.load_dir = partial if partial.is_dir() and any(partial.glob("step-*.ckpt")) else load_dir
-    if config.load_dir is partial:
-        # A resumed run continues its own step count; keep the total at ``steps``.
-        done = max(int(p.stem.split("-")[1]) for p in partial.glob("step-*.ckpt")) + 1
-        config.max_num_iterations = max(steps - done, 1)
-    if not (run / "config.yml").exists():
-        # A resumed edit keeps the config.yml its first start wrote (with the recon's architecture).
-        config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    return run
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -122,15 +87,15 @@ def run_demo(config: DemoConfig) -> dict:
         )
 
     CONSOLE.rule("2/4 reconstruction (avatarstudio-recon-cpu)")
-    recon_run = _run_dir(root, "avatarstudio-recon-cpu")
-    if _finished(recon_run, config.recon_steps):
+    recon_run = run_dir(root, "avatar", "avatarstudio-recon-cpu", "demo")
+    if finished(recon_run, config.recon_steps):
         CONSOLE.print(f"Reusing the avatar in {recon_run}")
     else:
-        _train(avatarstudio_recon_cpu.config, capture, root, config.recon_steps, load_dir=None)
+        train_run(avatarstudio_recon_cpu.config, capture, root, config.recon_steps, load_dir=None)
 
     CONSOLE.rule("3/4 personalisation + VT-SDS edit (avatarstudio-edit-fast)")
-    edit_run = _run_dir(root, "avatarstudio-edit-fast")
-    if _finished(edit_run, config.edit_steps):
+    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", "demo")
+    if finished(edit_run, config.edit_steps):
         CONSOLE.print(f"Reusing the edit in {edit_run}")
     else:
         edit = copy.deepcopy(avatarstudio_edit_fast.config)
@@ -138,7 +103,7 @@ def run_demo(config: DemoConfig) -> dict:
         edit.pipeline.guidance.base_model = config.base_model
         edit.pipeline.guidance.personalization = root / "personalization"
         edit.pipeline.personalization.steps = config.personalization_steps
-        _train(edit, capture, root, config.edit_steps, load_dir=recon_run / "nerfstudio_models")
+        train_run(edit, capture, root, config.edit_steps, load_dir=recon_run / "nerfstudio_models")
 
     CONSOLE.rule("4/4 results")
     original = load_pipeline(recon_run / "config.yml")

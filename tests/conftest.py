@@ -1,7 +1,15 @@
-"""Settings shared by every test."""
+"""Settings and fixtures shared by every test."""
+
+import copy
+from pathlib import Path
 
 import pytest
 import torch
+
+from avatarstudio_ns.data.synth import CaptureConfig, render_capture
+from method_configs.recon import avatarstudio_recon_cpu
+
+RECON_STEPS = 60
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -11,3 +19,41 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def quiet_config(config, output_dir: Path, steps: int):
+    """A trainer config that runs ``steps`` iterations into ``output_dir``, saves once, logs and shows nothing."""
+    config.output_dir = output_dir
+    config.max_num_iterations = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.steps_per_save = 10**9  # the trainer saves once at the end
+    config.logging.local_writer.enable = False
+    config.vis = "tensorboard"
+    config.set_timestamp()
+    config.save_config()
+    return config
+
+
+def train(config):
+    """nerfstudio's trainer, set up and run in this process."""
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="session")
+def recon(tmp_path_factory):
+    """A short recon of a tiny capture: 6 cameras (camera 5 held out), 3 frames, 32 px; (capture, config)."""
+    capture = render_capture(
+        CaptureConfig(
+            output=tmp_path_factory.mktemp("capture"), num_cameras=6, num_frames=3, resolution=32, progress=False
+        )
+    )
+    config = copy.deepcopy(avatarstudio_recon_cpu.config)
+    config.pipeline.datamanager.data = capture
+    config.pipeline.datamanager.train_num_rays_per_batch = 256
+    quiet_config(config, tmp_path_factory.mktemp("recon"), RECON_STEPS)
+    torch.manual_seed(0)
+    train(config)
+    return capture, config

@@ -3,56 +3,17 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import quiet_config, train
 
 from avatarstudio_ns.cli.personalize import PersonalizeCommand
-from avatarstudio_ns.data.synth import CaptureConfig, render_capture
 from avatarstudio_ns.edit.trainer import find_checkpoint
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 from method_configs.edit import avatarstudio_edit_fast
-from method_configs.recon import avatarstudio_recon_cpu
 
-RECON_STEPS = 60
 EDIT_STEPS = 4
-
-
-def _quiet(config, output_dir: Path, steps: int):
-    config.output_dir = output_dir
-    config.max_num_iterations = steps
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
-    config.steps_per_save = 10**9  # the trainer saves once at the end
-    config.logging.local_writer.enable = False
-    config.vis = "tensorboard"
-    config.set_timestamp()
-    config.save_config()
-    return config
-
-
-def _train(config):
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    return trainer
-
-
-@pytest.fixture(scope="module")
-def recon(tmp_path_factory):
-    """A short recon of a tiny capture: 6 cameras (camera 5 held out), 3 frames, 32 px."""
-    capture = render_capture(
-        CaptureConfig(
-            output=tmp_path_factory.mktemp("capture"), num_cameras=6, num_frames=3, resolution=32, progress=False
-        )
-    )
-    config = copy.deepcopy(avatarstudio_recon_cpu.config)
-    config.pipeline.datamanager.data = capture
-    config.pipeline.datamanager.train_num_rays_per_batch = 256
-    _quiet(config, tmp_path_factory.mktemp("recon"), RECON_STEPS)
-    torch.manual_seed(0)
-    _train(config)
-    return capture, config
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +43,9 @@ def edited(recon, tmp_path_factory):
         device="cpu",
     ).main()
     config.load_dir = recon_config.get_base_dir() / "nerfstudio_models"
-    _quiet(config, tmp_path_factory.mktemp("edit"), EDIT_STEPS)
+    quiet_config(config, tmp_path_factory.mktemp("edit"), EDIT_STEPS)
     torch.manual_seed(0)
-    trainer = _train(config)
+    trainer = train(config)
     return config, trainer
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tyro
 
+from avatarstudio_ns.cli.ablate import AblateCommand
 from avatarstudio_ns.cli.bench import BenchCommand
 from avatarstudio_ns.cli.demo import DemoCommand
 from avatarstudio_ns.cli.evaluate import EvalCommand
@@ -21,6 +22,7 @@ SUBCOMMANDS = {
     "synth": SynthCommand,
     "video": VideoCommand,
     "eval": EvalCommand,
+    "ablate": AblateCommand,
     "bench": BenchCommand,
     "train-builtin": TrainBuiltinCommand,
 }

@@ -14,9 +14,10 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
-from avatarstudio_ns.data.keyframes import KeyframeSelectionConfig, avatar_keyframes, keyframe_images
+from avatarstudio_ns.data.keyframes import Keyframe, KeyframeSelectionConfig, avatar_keyframes, keyframe_images
 from avatarstudio_ns.edit.model import AvatarEditModelConfig
-from avatarstudio_ns.guidance.loading import load_diffusion
+from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
+from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
 from avatarstudio_ns.guidance.personalize import PersonalizeConfig, personalize
 from avatarstudio_ns.guidance.personalized import load_personalization
 from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
@@ -69,12 +70,13 @@ class AvatarEditPipeline(VanillaPipeline):
 
     @property
     def guidance(self):
-        """The VT-SDS guidance, built on first use."""
+        """The guidance (VT-SDS, or a baseline's), built on first use."""
         if not self._guidance_holder:
             self._guidance_holder.append(self._setup_guidance())
         return self._guidance_holder[0]
 
-    def _setup_guidance(self) -> VTSDSGuidance:
+    def _setup_guidance(self):
+        """Chooses the keyframes from the loaded avatar, loads the base model and builds the guidance."""
         datamanager = self.datamanager
         keyframes = avatar_keyframes(
             self.model.get_frame_embeddings(),
@@ -90,8 +92,13 @@ class AvatarEditPipeline(VanillaPipeline):
         config = dataclasses.replace(self.config.guidance, prompt=self.model.config.prompt)
         dtype = None if config.dtype == "auto" else config.dtype
         base = load_diffusion(config.base_model, self.device, dtype=dtype, vae_fp32=config.vae_fp32)
+        return self._make_guidance(config, base, keyframes)
+
+    def _make_guidance(self, config: VTSDSGuidanceConfig, base: DiffusionModel, keyframes: List[Keyframe]):
+        """VT-SDS with the personalisation of these keyframes (reused when one matches, trained otherwise)."""
         personalized = None
         if config.use_personalized:
+            datamanager = self.datamanager
             folder = config.personalization or default_personalization_folder(
                 datamanager.config.dataparser.data, config.base_model, self.config.personalization
             )
@@ -115,7 +122,7 @@ class AvatarEditPipeline(VanillaPipeline):
         return super().get_training_callbacks(training_callback_attributes)
 
     def get_train_loss_dict(self, step: int):
-        """Renders one keyframe whole and returns the VT-SDS and entropy losses."""
+        """Renders one keyframe whole and returns the guidance's and the entropy losses."""
         guidance = self.guidance
         ray_bundle, batch = self.datamanager.next_train(step)
         outputs = self._model(ray_bundle)
@@ -123,9 +130,10 @@ class AvatarEditPipeline(VanillaPipeline):
         image = outputs["rgb"].reshape(height, width, 3).permute(2, 0, 1)[None]
         result = guidance(image, keyframe_ids=[batch["keyframe_index"]], step=step, total_steps=self._total_steps)
         loss_dict = self.model.get_loss_dict(outputs, batch)
-        loss_dict["vt_sds"] = result["loss_vtsds"]
+        # The guidance names its losses "loss_*" (VT-SDS: loss_vtsds); the rest are diagnostics.
+        loss_dict.update({key[5:]: value for key, value in result.items() if key.startswith("loss_")})
         metrics_dict: Dict[str, Any] = {
-            key: value.float().mean() for key, value in result.items() if key != "loss_vtsds"
+            key: value.float().mean() for key, value in result.items() if not key.startswith("loss_")
         }
         return outputs, loss_dict, metrics_dict
 
@@ -138,3 +146,29 @@ def default_personalization_folder(data: Optional[Path], base_model: str, config
     """
     name = f"{Path(data or '.').expanduser().resolve()}|{base_model}|{config.mode}"
     return PERSONALIZATION_CACHE.expanduser() / hashlib.sha1(name.encode()).hexdigest()[:16]
+
+
+@dataclass
+class DatasetUpdatePipelineConfig(AvatarEditPipelineConfig):
+    """The "edit the images in 2D, then fit" baseline (Instruct-NeRF2NeRF family) on the same keyframes, model and
+    trainable appearance as the VT-SDS edit; no personalisation."""
+
+    _target: Type = field(default_factory=lambda: DatasetUpdatePipeline)
+    """target class to instantiate"""
+    guidance: DatasetUpdateGuidanceConfig = field(default_factory=DatasetUpdateGuidanceConfig)  # type: ignore[assignment]
+    """SDEdit image edits with the base model and the iterative dataset update."""
+
+
+class DatasetUpdatePipeline(AvatarEditPipeline):
+    """Fits the keyframe renders to SDEdit-ed targets that are refreshed as the edit goes."""
+
+    config: DatasetUpdatePipelineConfig
+
+    def _make_guidance(self, config, base: DiffusionModel, keyframes: List[Keyframe]) -> DatasetUpdateGuidance:
+        datamanager = self.datamanager
+        images = []
+        for i, image in enumerate(keyframe_images(datamanager.train_dataset, keyframes)):
+            camera = datamanager.keyframe_camera(i)
+            size = (int(camera.height[0, 0]), int(camera.width[0, 0]))
+            images.append(torch.nn.functional.interpolate(image[None], size=size, mode="area")[0])
+        return DatasetUpdateGuidance(config, images, device=self.device, base=base)

@@ -1,0 +1,68 @@
+"""nerfstudio training runs started from Python, in folders that make them resumable and reusable.
+
+The demo and the ablation run many ``ns-train``-equivalent jobs; each lives in ``<root>/runs/<experiment>/<method>/
+<name>``, is skipped when its last checkpoint exists, and resumes from its newest checkpoint when interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Optional
+
+from nerfstudio.engine.trainer import TrainerConfig
+
+
+def run_dir(root: Path, experiment: str, method: str, name: str) -> Path:
+    """Folder of a run (nerfstudio's ``output_dir / experiment_name / method_name / timestamp``)."""
+    return Path(root) / "runs" / experiment / method / name
+
+
+def finished(run: Path, steps: int) -> bool:
+    """Whether the run saved its last step's checkpoint."""
+    return (run / "nerfstudio_models" / f"step-{steps - 1:09d}.ckpt").exists()
+
+
+def train_run(
+    config: TrainerConfig,
+    data: Path,
+    root: Path,
+    steps: int,
+    load_dir: Optional[Path] = None,
+    experiment: str = "avatar",
+    name: str = "demo",
+) -> Path:
+    """Runs nerfstudio's trainer (no viewer) into :func:`run_dir`; resumes a partial run; returns the run folder.
+
+    Args:
+        config: The method's trainer config (copied, not changed).
+        data: The capture.
+        root: Folder the ``runs`` tree goes under.
+        steps: Total iterations of the run.
+        load_dir: Checkpoints to start from (an edit's recon) when the run has none of its own yet.
+        experiment: nerfstudio experiment name.
+        name: nerfstudio timestamp, fixed so a rerun finds the run.
+    """
+    config = copy.deepcopy(config)
+    config.pipeline.datamanager.data = data
+    config.output_dir = Path(root) / "runs"
+    config.experiment_name = experiment
+    config.timestamp = name
+    config.max_num_iterations = steps
+    config.steps_per_save = max(100, steps // 10)
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.vis = "tensorboard"  # the viewer would keep the process alive after training
+    run = config.get_base_dir()
+    partial = run / "nerfstudio_models"
+    config.load_dir = partial if partial.is_dir() and any(partial.glob("step-*.ckpt")) else load_dir
+    if config.load_dir is partial:
+        # A resumed run continues its own step count; keep the total at ``steps``.
+        done = max(int(p.stem.split("-")[1]) for p in partial.glob("step-*.ckpt")) + 1
+        config.max_num_iterations = max(steps - done, 1)
+    if not (run / "config.yml").exists():
+        # A resumed edit keeps the config.yml its first start wrote (with the recon's architecture).
+        config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return run
