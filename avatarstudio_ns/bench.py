@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import importlib.util
 import json
 import os
 import platform
@@ -41,6 +40,7 @@ from avatarstudio_ns.checkpoints import atomic_write_text
 from avatarstudio_ns.data.keyframes import Keyframe
 from avatarstudio_ns.guidance.loading import BUILTIN, DiffusionModel, builtin_model_dir, load_diffusion
 from avatarstudio_ns.guidance.small_model import SmallModelConfig
+from avatarstudio_ns.recon.timing import make_batch, train_step
 from avatarstudio_ns.threads import torch_threads
 
 SD15_RANDOM = "sd15-random"
@@ -309,26 +309,6 @@ def load_bench_model(plan: SuitePlan, workdir: Path) -> DiffusionModel:
     return load_diffusion(plan.model, device, dtype=plan.dtype)
 
 
-def load_bench_recon():
-    """``benchmarks/bench_recon.py`` of the source checkout (its ray batch and training step are reused).
-
-    It lives beside the package, not in it, so it is loaded from its path; this needs a source checkout (an
-    editable install), not a wheel.
-    """
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recon.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the recon and edit measures need a source checkout.")
-    name = "avatarstudio_bench_recon"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
 def recon_spec(preset: str):
     """The method specification of a recon preset (cpu or gpu)."""
     from method_configs.recon import avatarstudio_recon, avatarstudio_recon_cpu
@@ -360,16 +340,16 @@ def build_recon_model(preset: str, device: torch.device, edit: bool = False):
 # The measures
 
 
-def bench_recon(plan: SuitePlan, bench_recon_module) -> Measurement:
+def bench_recon(plan: SuitePlan) -> Measurement:
     """Seconds per recon training iteration, with the CPU threads the preset trains with."""
     device = torch.device(plan.device)
     torch.manual_seed(plan.seed)
     model = build_recon_model(plan.recon_preset, device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, eps=1e-15)
-    bundle, batch = bench_recon_module.make_batch(plan.recon_rays, plan.device, plan.seed)
+    bundle, batch = make_batch(plan.recon_rays, plan.device, plan.seed)
     threads = model.config.num_cpu_threads if device.type == "cpu" else 0
     with torch_threads(threads):  # what the model's training callback sets for a CPU run
-        result = measure(lambda: bench_recon_module.train_step(model, optimizer, bundle, batch), plan)
+        result = measure(lambda: train_step(model, optimizer, bundle, batch), plan)
     result.extra = {"rays": plan.recon_rays, "threads": threads or torch.get_num_threads()}
     return result
 
@@ -486,7 +466,7 @@ def bench_guidance(plan: SuitePlan, guidance) -> dict[str, Measurement]:
     return results
 
 
-def bench_edit(plan: SuitePlan, guidance, bench_recon_module) -> Measurement:
+def bench_edit(plan: SuitePlan, guidance) -> Measurement:
     """One edit step: render a keyframe-sized ray batch, VT-SDS (above K, the costlier branch) + entropy, backward,
     Adam on the appearance network only (what ``AvatarEditPipeline`` and the trainer do per step)."""
     device = torch.device(plan.device)
@@ -494,7 +474,7 @@ def bench_edit(plan: SuitePlan, guidance, bench_recon_module) -> Measurement:
     model = build_recon_model(plan.recon_preset, device, edit=True)
     optimizer = torch.optim.Adam(model.get_param_groups()["appearance"], lr=1e-3, eps=1e-15)
     side = plan.render_resolution
-    bundle, _ = bench_recon_module.make_batch(side * side, plan.device, plan.seed)
+    bundle, _ = make_batch(side * side, plan.device, plan.seed)
     generator = torch.Generator().manual_seed(plan.seed)
     guidance.config = guidance_variants(guidance)["vtsds_above_k"]
 
@@ -540,8 +520,7 @@ def run_suite(plan: SuitePlan) -> dict[str, Any]:
     """All measures of one device; returns the suite's JSON section."""
     if plan.device == "cuda":
         torch.cuda.empty_cache()
-    bench_recon_module = load_bench_recon()
-    measures: dict[str, Measurement] = {"recon_step": bench_recon(plan, bench_recon_module)}
+    measures: dict[str, Measurement] = {"recon_step": bench_recon(plan)}
     gc.collect()
     with tempfile.TemporaryDirectory(prefix="avatarstudio-bench-") as tmp:
         base = load_bench_model(plan, Path(tmp))
@@ -550,7 +529,7 @@ def run_suite(plan: SuitePlan) -> dict[str, Any]:
         guidance_results = bench_guidance(plan, guidance)
         measures.update(guidance_results)
         fraction = high_fraction(guidance, plan.schedule_steps, plan.seed)
-        measures["edit_step"] = bench_edit(plan, guidance, bench_recon_module)
+        measures["edit_step"] = bench_edit(plan, guidance)
         model_info = {"name": plan.model, "source": base.source, "resolution": base.resolution, "note": plan.model_note}
         model_info["unet_parameters"] = sum(p.numel() for p in base.unet.parameters())
     figures = {f"{name}_s": m.median for name, m in measures.items()}
