@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -54,17 +55,54 @@ def _model_state(config) -> dict[str, torch.Tensor]:
     return {k[len("_model.") :]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}
 
 
-def test_edit_trains_only_the_appearance(recon, edited):
+def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
     _, recon_config = recon
     edit_config, _ = edited
     before, after = _model_state(recon_config), _model_state(edit_config)
-    assert before.keys() == after.keys()
-    frozen = [k for k in before if k.startswith(("deformation.", "frame_codes.", "proposal_networks."))]
-    appearance = [k for k in before if k.startswith("appearance.")]
-    assert frozen and appearance
+    colour = [k for k in after if k.startswith("appearance.colour_base.")]
+    assert colour and before.keys() == after.keys() - set(colour)
+    # The deformation, codes, proposals and the canonical density (grid + density MLP) are the recon's.
+    frozen = [
+        k
+        for k in before
+        if k.startswith(("deformation.", "frame_codes.", "proposal_networks.", "appearance.mlp_base."))
+    ]
+    assert frozen
     for key in frozen:
         assert torch.equal(before[key], after[key]), f"{key} changed during the edit"
-    assert any(not torch.equal(before[k], after[k]) for k in appearance), "the edit left the appearance unchanged"
+    # The colour grid started as a copy of the geometry's and is what the edit changed, with the colour MLP.
+    changed = [k for k in colour + [k for k in after if k.startswith("appearance.mlp_head.")]]
+    assert any(not torch.equal(after[k], before[k.replace("colour_base", "mlp_base")]) for k in changed), (
+        "the edit left the appearance unchanged"
+    )
+
+
+def test_a_recon_loads_into_the_edit_model_with_identical_renders(recon):
+    """Before any step, the edit model (separate colour grid) renders exactly what the recon renders."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from avatarstudio_ns.edit.model import AvatarEditModelConfig
+
+    _, recon_config = recon
+    _, pipeline, _, _ = eval_setup(recon_config.get_base_dir() / "config.yml", test_mode="inference")
+    recon_model = pipeline.model
+    names = [f.name for f in dataclasses.fields(recon_model.config) if f.init and f.name != "_target"]
+    edit_config = AvatarEditModelConfig(**{name: getattr(recon_model.config, name) for name in names})
+    edit_model = edit_config.setup(
+        scene_box=recon_model.scene_box,
+        num_train_data=recon_model.num_train_data,
+        metadata=recon_model.kwargs["metadata"],
+    )
+    edit_model.load_state_dict(recon_model.state_dict())
+    edit_model.eval()
+    recon_model.proposal_sampler.set_anneal(1.0)  # what the edit samples with (this short recon is still annealing)
+    camera = pipeline.datamanager.train_dataset.cameras[0:1]
+    with torch.no_grad():
+        expected = recon_model.get_outputs_for_camera(camera)["rgb"]
+        got = edit_model.get_outputs_for_camera(camera)["rgb"]
+    assert torch.allclose(expected, got, atol=1e-6)
+    assert all(not p.requires_grad for p in edit_model.appearance.mlp_base.parameters())
+    assert edit_model.get_param_groups()["appearance"]
 
 
 def test_edit_runs_its_own_steps_and_keeps_diffusion_weights_out(edited):

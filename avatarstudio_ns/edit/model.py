@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Type
+from typing import Any, Dict, List, Mapping, Type
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from torch import Tensor
@@ -21,30 +21,51 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     """target class to instantiate"""
     prompt: str = "photo of a person with blue hair"
     """What the edited avatar should look like (nerfstudio's ``--prompt`` sets it)."""
+    edit_geometry: bool = False
+    """Let the edit change the canonical density too, as the paper does (it optimises all of A). Off (default):
+    the colour gets its own copy of the canonical hash grid and the recon's geometry stays as it was, so an edit
+    cannot grow fog or new shapes around the head."""
     entropy_loss_mult: float = 1e-3
-    """Weight of the binary entropy of each ray's opacity (METHOD Eq. 9): keeps the edit from fogging the
-    background or thinning the surface."""
+    """Weight of the binary entropy of each ray's opacity (METHOD Eq. 9): keeps an edit that changes the geometry
+    from fogging the background or thinning the surface (constant when the geometry is kept)."""
 
 
 class AvatarEditModel(AvatarReconModel):
     """The avatar under edit: trains the canonical appearance A only.
 
     The deformation, the per-frame codes and the proposal networks are frozen (no gradients, no optimiser),
-    so the edit is made once in canonical space and the recon's motion carries it to every frame.
+    so the edit is made once in canonical space and the recon's motion carries it to every frame. Unless
+    ``edit_geometry`` is set, the density is frozen too and the colour MLP reads a trainable copy of the
+    canonical hash grid, initialised from the recon's.
     """
 
     config: AvatarEditModelConfig
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        for module in (self.deformation, self.frame_codes, self.proposal_networks):
+        frozen = [self.deformation, self.frame_codes, self.proposal_networks]
+        if not self.config.edit_geometry:
+            self.appearance.separate_colour_features()
+            frozen.append(self.appearance.mlp_base)
+        for module in frozen:
             module.requires_grad_(False)
         # The proposals were trained by the recon: sample with their final weighting from the first step.
         self.proposal_sampler.set_anneal(1.0)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        """Only the canonical appearance (hash grid, density and colour MLPs) is optimised."""
-        return {"appearance": list(self.appearance.parameters())}
+        """Only the canonical appearance is optimised: its colour grid and MLP (and the density with edit_geometry)."""
+        return {"appearance": [p for p in self.appearance.parameters() if p.requires_grad]}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """Loads an edit's state, or a recon's, whose state has no colour grid yet: it starts as the geometry's."""
+        state = dict(state_dict)
+        if self.appearance.colour_base is not None:
+            prefix, source = "appearance.colour_base.", "appearance.mlp_base."
+            if not any(key.startswith(prefix) for key in state):
+                state.update(
+                    {prefix + key[len(source) :]: v for key, v in state_dict.items() if key.startswith(source)}
+                )
+        return super().load_state_dict(state, strict=strict, assign=assign)
 
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes

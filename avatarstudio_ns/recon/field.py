@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -87,6 +88,35 @@ class CanonicalAppearanceField(Field):
             out_activation=nn.Sigmoid(),
             implementation=implementation,
         )
+        self.colour_base: MLPWithHashEncoding | None = None
+        """The colour's own hash grid and MLP, when :meth:`separate_colour_features` has been called."""
+
+    def separate_colour_features(self) -> None:
+        """Gives the colour MLP its own copy of the hash grid and base MLP, so colour can change alone.
+
+        The copy starts equal to the geometry's (same outputs), after which training it changes what the colour
+        MLP sees and never the density. The edit uses this to keep the recon's geometry.
+        """
+        if self.colour_base is None:
+            self.colour_base = copy.deepcopy(self.mlp_base)
+
+    def get_colour_features(
+        self,
+        canonical_positions: Float[Tensor, "*bs 3"],
+        geo_features: Float[Tensor, "*bs geo_feat_dim"],
+    ) -> Float[Tensor, "*bs geo_feat_dim"]:
+        """What the colour MLP sees: the geometry features, or those of the separate colour grid if there is one.
+
+        Args:
+            canonical_positions: positions in the canonical space, world units.
+            geo_features: features from :meth:`get_canonical_density` at the same positions.
+        """
+        if self.colour_base is None:
+            return geo_features
+        positions = SceneBox.get_normalized_positions(canonical_positions, self.aabb)
+        positions = positions * ((positions > 0.0) & (positions < 1.0)).all(dim=-1, keepdim=True)
+        h = self.colour_base(positions.reshape(-1, 3)).reshape(*canonical_positions.shape[:-1], -1)
+        return h[..., 1:]
 
     def get_canonical_density(
         self, canonical_positions: Float[Tensor, "*bs 3"]
@@ -137,7 +167,8 @@ class CanonicalAppearanceField(Field):
     ) -> dict[FieldHeadNames, Tensor]:
         """Density and colour at canonical positions seen along directions at frames with codes."""
         density, geo_features = self.get_canonical_density(canonical_positions)
-        rgb = self.get_canonical_rgb(geo_features, directions, codes)
+        colour_features = self.get_colour_features(canonical_positions, geo_features)
+        rgb = self.get_canonical_rgb(colour_features, directions, codes)
         return {FieldHeadNames.DENSITY: density, FieldHeadNames.RGB: rgb}
 
     # nerfstudio's Field interface, for tools that query the canonical field directly: the sample positions
@@ -153,4 +184,5 @@ class CanonicalAppearanceField(Field):
         codes = None
         if self.code_dim > 0:
             codes = torch.zeros(*directions.shape[:-1], self.code_dim, device=directions.device)
-        return {FieldHeadNames.RGB: self.get_canonical_rgb(density_embedding, directions, codes)}
+        features = self.get_colour_features(ray_samples.frustums.get_positions(), density_embedding)
+        return {FieldHeadNames.RGB: self.get_canonical_rgb(features, directions, codes)}

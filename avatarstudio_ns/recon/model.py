@@ -344,7 +344,8 @@ class AvatarReconModel(Model):
             if compute_normals:
                 positions = positions.detach().requires_grad_(True)
             offsets = self.deformation(positions, codes.unsqueeze(-2))
-            density, geo_features = self.appearance.get_canonical_density(positions + offsets)
+            canonical = positions + offsets
+            density, geo_features = self.appearance.get_canonical_density(canonical)
             if compute_normals:
                 gradient = torch.autograd.grad(
                     self.appearance._density_before_activation,
@@ -353,7 +354,8 @@ class AvatarReconModel(Model):
                 )[0]
                 density, geo_features = density.detach(), geo_features.detach()
         appearance_codes = codes.unsqueeze(-2) if self.config.appearance_sees_code else None
-        rgb_samples = self.appearance.get_canonical_rgb(geo_features, directions, appearance_codes)
+        colour_features = self.appearance.get_colour_features(canonical, geo_features)
+        rgb_samples = self.appearance.get_canonical_rgb(colour_features, directions, appearance_codes)
 
         weights = ray_samples.get_weights(density)
         weights_list.append(weights)
