@@ -472,7 +472,7 @@ def bench_edit(plan: SuitePlan, guidance) -> Measurement:
     device = torch.device(plan.device)
     torch.manual_seed(plan.seed)
     model = build_recon_model(plan.recon_preset, device, edit=True)
-    optimizer = torch.optim.Adam(model.get_param_groups()["appearance"], lr=1e-3, eps=1e-15)
+    optimizer = torch.optim.Adam([p for group in model.get_param_groups().values() for p in group], lr=1e-3, eps=1e-15)
     side = plan.render_resolution
     bundle, _ = make_batch(side * side, plan.device, plan.seed)
     generator = torch.Generator().manual_seed(plan.seed)

@@ -61,7 +61,7 @@ def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
     before, after = _model_state(recon_config), _model_state(edit_config)
     colour = [k for k in after if k.startswith("appearance.colour_base.")]
     assert colour and before.keys() == after.keys() - set(colour)
-    # The deformation, codes, proposals and the canonical density (grid + density MLP) are the recon's.
+    # The deformation, codes, proposals, the canonical density (grid + density MLP) and the colour MLP are the recon's.
     frozen = [
         k
         for k in before
@@ -77,8 +77,16 @@ def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
     )
 
 
-def test_a_recon_loads_into_the_edit_model_with_identical_renders(recon):
-    """Before any step, the edit model (separate colour grid) renders exactly what the recon renders."""
+@pytest.mark.parametrize(
+    "trainable, trained",
+    [
+        ("colour_grid", ("colour_base.",)),
+        ("colour", ("colour_base.", "mlp_head.")),
+        ("all", ("mlp_base.", "mlp_head.")),
+    ],
+)
+def test_a_recon_loads_into_the_edit_model_with_identical_renders(recon, trainable, trained):
+    """Before any step, the edit model renders exactly what the recon renders, and trains what ``trainable`` says."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     from avatarstudio_ns.edit.model import AvatarEditModelConfig
@@ -88,6 +96,7 @@ def test_a_recon_loads_into_the_edit_model_with_identical_renders(recon):
     recon_model = pipeline.model
     names = [f.name for f in dataclasses.fields(recon_model.config) if f.init and f.name != "_target"]
     edit_config = AvatarEditModelConfig(**{name: getattr(recon_model.config, name) for name in names})
+    edit_config.trainable = trainable
     edit_model = edit_config.setup(
         scene_box=recon_model.scene_box,
         num_train_data=recon_model.num_train_data,
@@ -101,8 +110,14 @@ def test_a_recon_loads_into_the_edit_model_with_identical_renders(recon):
         expected = recon_model.get_outputs_for_camera(camera)["rgb"]
         got = edit_model.get_outputs_for_camera(camera)["rgb"]
     assert torch.allclose(expected, got, atol=1e-6)
-    assert all(not p.requires_grad for p in edit_model.appearance.mlp_base.parameters())
-    assert edit_model.get_param_groups()["appearance"]
+    groups = edit_model.get_param_groups()
+    assert set(groups) <= {"appearance", "colour_mlp"}
+    group = {id(p) for params in groups.values() for p in params}
+    for name, parameter in edit_model.named_parameters():
+        if parameter.numel() == 0:  # nerfstudio's device indicator
+            continue
+        should_train = name.startswith(tuple("appearance." + prefix for prefix in trained))
+        assert (id(parameter) in group) == should_train == parameter.requires_grad, name
 
 
 def test_edit_runs_its_own_steps_and_keeps_diffusion_weights_out(edited):
@@ -111,7 +126,7 @@ def test_edit_runs_its_own_steps_and_keeps_diffusion_weights_out(edited):
     state = torch.load(path, weights_only=True)
     # Fresh optimisers: the edit counts its own iterations from 0 whatever step the recon ended at.
     assert state["step"] == EDIT_STEPS - 1
-    assert set(state["optimizers"]) == {"appearance"}
+    assert set(state["optimizers"]) <= {"appearance", "colour_mlp"} and "appearance" in state["optimizers"]
     assert not [k for k in state["pipeline"] if "unet" in k or "vae" in k or "text_encoder" in k]
 
 

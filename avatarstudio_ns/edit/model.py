@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Type
+from typing import Any, Dict, List, Literal, Mapping, Type
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from torch import Tensor
@@ -21,10 +21,11 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     """target class to instantiate"""
     prompt: str = "photo of a person with blue hair"
     """What the edited avatar should look like (nerfstudio's ``--prompt`` sets it)."""
-    edit_geometry: bool = False
-    """Let the edit change the canonical density too, as the paper does (it optimises all of A). Off (default):
-    the colour gets its own copy of the canonical hash grid and the recon's geometry stays as it was, so an edit
-    cannot grow fog or new shapes around the head."""
+    trainable: Literal["colour", "colour_grid", "all"] = "colour"
+    """What of the canonical appearance A the edit changes. colour (default): the colour MLP and a copy of the
+    canonical hash grid that only the colour reads, so the recon's geometry stays exactly as it was; colour_grid:
+    that grid alone (local, but the recon's colour MLP cannot reach colours the capture never had, e.g. blue hair);
+    all: the whole of A, density included, as in the paper (an edit can then grow fog and shapes around the head)."""
     entropy_loss_mult: float = 1e-3
     """Weight of the binary entropy of each ray's opacity (METHOD Eq. 9): keeps an edit that changes the geometry
     from fogging the background or thinning the surface (constant when the geometry is kept)."""
@@ -35,8 +36,8 @@ class AvatarEditModel(AvatarReconModel):
 
     The deformation, the per-frame codes and the proposal networks are frozen (no gradients, no optimiser),
     so the edit is made once in canonical space and the recon's motion carries it to every frame. Unless
-    ``edit_geometry`` is set, the density is frozen too and the colour MLP reads a trainable copy of the
-    canonical hash grid, initialised from the recon's.
+    ``trainable`` is "all", the density is frozen too and the colour MLP reads a trainable copy of the canonical
+    hash grid, initialised from the recon's.
     """
 
     config: AvatarEditModelConfig
@@ -44,17 +45,27 @@ class AvatarEditModel(AvatarReconModel):
     def populate_modules(self) -> None:
         super().populate_modules()
         frozen = [self.deformation, self.frame_codes, self.proposal_networks]
-        if not self.config.edit_geometry:
+        if self.config.trainable != "all":
             self.appearance.separate_colour_features()
             frozen.append(self.appearance.mlp_base)
+        if self.config.trainable == "colour_grid":
+            frozen.append(self.appearance.mlp_head)
         for module in frozen:
             module.requires_grad_(False)
         # The proposals were trained by the recon: sample with their final weighting from the first step.
         self.proposal_sampler.set_anneal(1.0)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        """Only the canonical appearance is optimised: its colour grid and MLP (and the density with edit_geometry)."""
-        return {"appearance": [p for p in self.appearance.parameters() if p.requires_grad]}
+        """Only the canonical appearance is optimised (the parts ``trainable`` names): "appearance" (hash grid, and
+        the density MLP with "all") and "colour_mlp" (the colour MLP, shared by every point, so it gets its own
+        learning rate); a group with nothing to train is left out."""
+        head = {id(p) for p in self.appearance.mlp_head.parameters()}
+        trainable = [p for p in self.appearance.parameters() if p.requires_grad]
+        groups = {
+            "appearance": [p for p in trainable if id(p) not in head],
+            "colour_mlp": [p for p in trainable if id(p) in head],
+        }
+        return {name: params for name, params in groups.items() if params}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Loads an edit's state, or a recon's, whose state has no colour grid yet: it starts as the geometry's."""

@@ -68,6 +68,10 @@ def _no_annealing(config: TrainerConfig) -> None:
     config.pipeline.guidance.anneal = "none"
 
 
+def _whole_appearance(config: TrainerConfig) -> None:
+    config.pipeline.model.trainable = "all"
+
+
 def _dataset_update(config: TrainerConfig) -> None:
     from avatarstudio_ns.edit.pipeline import DatasetUpdatePipelineConfig
     from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidanceConfig
@@ -103,6 +107,13 @@ METHODS: dict[str, Method] = {
         ),
         Method("no-pretrained", "v = K = 0", "personalised model only, at every t (Fig. 16)", _no_pretrained),
         Method("no-annealing", "no annealing", "fixed t_max (Fig. 17)", _no_annealing),
+        Method(
+            "whole-appearance",
+            "all of A trained",
+            "the paper's optimised set: the whole appearance network, density and colour MLP included (ours trains "
+            "a colour-only copy of the hash grid)",
+            _whole_appearance,
+        ),
         Method(
             "dataset-update",
             "SDEdit + fit",
@@ -140,7 +151,7 @@ class AblationConfig:
     """Folder of the runs, the table (ablation.md, ablation.json) and one side-by-side video per prompt."""
     methods: tuple[str, ...] = tuple(METHODS)
     """Methods to run, by name: vt-sds, sds, single-identifier, no-time-stamps, no-pretrained, no-annealing,
-    dataset-update."""
+    whole-appearance, dataset-update."""
     preset: Literal["fast", "paper"] = "fast"
     """Edit preset every method starts from: fast (avatarstudio-edit-fast, CPU) or paper (avatarstudio-edit)."""
     base_model: str = "builtin"

@@ -242,7 +242,7 @@ class AvatarReconModel(Model):
         self.normals_shader = NormalsShader()
 
     def get_param_groups(self) -> dict[str, list[Parameter]]:
-        """The four groups; the edit stage optimises "appearance" only."""
+        """The four groups; the edit stage optimises (parts of) "appearance" only."""
         return {
             "deformation": list(self.deformation.parameters()),
             "frame_codes": list(self.frame_codes.parameters()),
