@@ -22,7 +22,7 @@ from rich.console import Console
 
 from avatarstudio_ns.checkpoints import atomic_write_text
 from avatarstudio_ns.eval.evaluate import EvalSettings, _jsonable
-from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet
+from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet
 
 CONSOLE = Console()
 
@@ -177,11 +177,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
 
 
-def edit_config(preset: str, method: Method, prompt: str, config: AblationConfig, root: Path) -> TrainerConfig:
+def edit_config(method: Method, prompt: str, config: AblationConfig, root: Path) -> TrainerConfig:
     """The edit preset's config with ``method``'s change, the prompt, the base model and the shared seed."""
     from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
 
-    spec = avatarstudio_edit_fast if preset == "fast" else avatarstudio_edit
+    spec = avatarstudio_edit_fast if config.preset == "fast" else avatarstudio_edit
     trainer = copy.deepcopy(spec.config)
     trainer.machine.seed = config.seed
     trainer.pipeline.model.prompt = prompt
@@ -315,7 +315,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     for prompt in prompt_set.prompts:
         runs[prompt.prompt] = {}
         for method in methods:
-            trainer = edit_config(config.preset, method, prompt.prompt, config, root)
+            trainer = edit_config(method, prompt.prompt, config, root)
             run = run_dir(root, slug(prompt.prompt), trainer.method_name, method.name)
             CONSOLE.rule(f"{method.label}: {prompt.prompt}")
             if finished(run, config.steps):
@@ -343,11 +343,10 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     results: dict[str, dict[str, dict]] = {}
     videos = {}
     for prompt in prompt_set.prompts:
-        entry: EditPrompt = prompt
         loaded = {name: load_pipeline(run / "config.yml") for name, run in runs[prompt.prompt].items()}
         report = evaluate(
             original.model,
-            [(entry, pipeline.model, name) for name, pipeline in loaded.items()],
+            [(prompt, pipeline.model, name) for name, pipeline in loaded.items()],
             views,
             prompt_set,
             config.settings,
