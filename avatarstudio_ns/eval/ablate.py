@@ -89,7 +89,7 @@ def _dataset_update(config: TrainerConfig) -> None:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("vt-sds", "VT-SDS (ours)", "personalised keyframes, v = 0.6 above K = 600, annealed t_max", _vt_sds),
+        Method("vt-sds", "VT-SDS (ours)", "the preset: personalised keyframes, its v and K, annealed t_max", _vt_sds),
         Method("sds", "SDS", "base model only, no personalisation (the paper's 'original SDS')", _plain_sds, None),
         Method(
             "single-identifier",
@@ -110,8 +110,8 @@ METHODS: dict[str, Method] = {
         Method(
             "whole-appearance",
             "all of A trained",
-            "the paper's optimised set: the whole appearance network, density and colour MLP included (ours trains "
-            "a colour-only copy of the hash grid)",
+            "the paper's optimised set: the whole appearance network, density included (ours trains the colour "
+            "MLP and a colour-only copy of the hash grid)",
             _whole_appearance,
         ),
         Method(
