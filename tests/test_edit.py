@@ -61,7 +61,7 @@ def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
     before, after = _model_state(recon_config), _model_state(edit_config)
     colour = [k for k in after if k.startswith("appearance.colour_base.")]
     assert colour and before.keys() == after.keys() - set(colour)
-    # The deformation, codes, proposals, the canonical density (grid + density MLP) and the colour MLP are the recon's.
+    # The deformation, codes, proposals and the canonical density (grid + density MLP) are the recon's.
     frozen = [
         k
         for k in before
