@@ -44,6 +44,12 @@ def test_dataset_update_edits_one_target_every_n_steps_and_fits_the_rest(tiny_mo
     assert torch.isclose(second["loss_image"], torch.tensor(0.0625))  # (0.5 - 0.75)^2
     assert guidance(render, [1], step=2, total_steps=4)["updated"] == 1 and guidance.edited == [True, True]
 
+    wide = torch.rand(3, 16, 24)
+    edited = guidance.edit_image(wide)  # a non-square image: its centre square is edited and pasted back
+    assert edited.shape == wide.shape
+    assert torch.equal(edited[:, :, :4], wide[:, :, :4]) and torch.equal(edited[:, :, 20:], wide[:, :, 20:])
+    assert not torch.equal(edited[:, :, 4:20], wide[:, :, 4:20])
+
 
 def test_ablation_table_marks_the_best_method_even_when_it_is_not_ours():
     def scores(psnr, hit, flicker):
@@ -116,3 +122,5 @@ def test_ablate_runs_every_method_on_the_same_avatar_and_reuses_finished_runs(re
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
     run_ablation(AblationConfig(**{**config.__dict__, "train_only": True}))
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps  # finished runs are reused, not retrained
+    with pytest.raises(ValueError, match="other settings"):  # a run is never reused under other settings
+        run_ablation(AblationConfig(**{**config.__dict__, "train_only": True, "steps": 3}))

@@ -126,7 +126,7 @@ def test_edit_runs_its_own_steps_and_keeps_diffusion_weights_out(edited):
     state = torch.load(path, weights_only=True)
     # Fresh optimisers: the edit counts its own iterations from 0 whatever step the recon ended at.
     assert state["step"] == EDIT_STEPS - 1
-    assert set(state["optimizers"]) <= {"appearance", "colour_mlp"} and "appearance" in state["optimizers"]
+    assert set(state["optimizers"]) == {"appearance", "colour_mlp"}  # the default trains the colour grid and MLP
     assert not [k for k in state["pipeline"] if "unet" in k or "vae" in k or "text_encoder" in k]
 
 
@@ -157,3 +157,21 @@ def test_edited_checkpoint_renders_at_several_times_without_diffusion(edited, tm
     output = tmp_path / "spiral.mp4"
     SpiralRender(load_config=config.get_base_dir() / "config.yml", output_path=output, seconds=0.5, frame_rate=4).main()
     assert output.exists() and output.stat().st_size > 0
+
+
+def test_only_an_edit_with_the_same_trainable_parameters_is_resumed():
+    from avatarstudio_ns.edit.trainer import _same_optimizer_groups
+
+    def saved(*shapes):
+        params = [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes]
+        optimizer = torch.optim.Adam(params)
+        sum(p.sum() for p in params).backward()
+        optimizer.step()
+        return optimizer.state_dict(), params
+
+    state, params = saved((4, 2), (3,))
+    assert _same_optimizer_groups({"appearance": state}, {"appearance": params})
+    assert not _same_optimizer_groups({"appearance": state}, {"appearance": params, "colour_mlp": params})
+    assert not _same_optimizer_groups({"appearance": state}, {"appearance": params[:1]})
+    _, other = saved((5, 2), (3,))
+    assert not _same_optimizer_groups({"appearance": state}, {"appearance": other})

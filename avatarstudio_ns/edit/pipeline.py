@@ -1,4 +1,4 @@
-"""The edit pipeline: renders a keyframe, asks the VT-SDS guidance for a loss, trains the appearance."""
+"""The edit pipelines: render a keyframe, ask a guidance (VT-SDS, or a baseline's) for a loss, train the appearance."""
 
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ class AvatarEditPipeline(VanillaPipeline):
         """The model's callbacks; also records the run length, which the timestep annealing follows."""
         trainer = training_callback_attributes.trainer
         if trainer is not None:
-            self._total_steps = int(trainer.config.max_num_iterations)
+            # A resumed run continues from its start step (nerfstudio runs max_num_iterations more).
+            self._total_steps = int(getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations)
         return super().get_training_callbacks(training_callback_attributes)
 
     def get_train_loss_dict(self, step: int):

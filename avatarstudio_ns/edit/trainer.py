@@ -66,6 +66,23 @@ def inherit_recon_config(config: EditTrainerConfig, recon_config_path: Path) -> 
                 setattr(target, f.name, getattr(source, f.name))
 
 
+def _same_optimizer_groups(saved: dict, groups: dict) -> bool:
+    """Whether a checkpoint's optimisers are this run's own: the same groups with the same parameter shapes (an
+    edit with other trainable parts, or a recon, is not resumed but contributes its weights)."""
+    if set(saved) != set(groups):
+        return False
+    for name, params in groups.items():
+        state = saved[name].get("state", {})
+        saved_count = sum(len(group["params"]) for group in saved[name].get("param_groups", []))
+        if saved_count != len(params):
+            return False
+        for index, parameter in enumerate(params):
+            moment = state.get(index, {}).get("exp_avg")
+            if moment is not None and tuple(moment.shape) != tuple(parameter.shape):
+                return False
+    return True
+
+
 class EditTrainer(Trainer):
     """Starts an edit from a recon checkpoint, or resumes an interrupted edit.
 
@@ -104,7 +121,7 @@ class EditTrainer(Trainer):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; pass a checkpoint written by ns-train.")
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-        if set(loaded.get("optimizers", {})) == set(self.optimizers.optimizers):
+        if _same_optimizer_groups(loaded.get("optimizers", {}), self.optimizers.parameters):
             super()._load_checkpoint()
             CONSOLE.print(f"Resumed the edit from {path} at step {self._start_step}.")
             return

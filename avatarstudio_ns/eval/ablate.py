@@ -81,7 +81,12 @@ def _dataset_update(config: TrainerConfig) -> None:
         datamanager=old.datamanager,
         model=old.model,
         keyframes=old.keyframes,
-        guidance=DatasetUpdateGuidanceConfig(base_model=old.guidance.base_model, dtype=old.guidance.dtype),
+        guidance=DatasetUpdateGuidanceConfig(
+            base_model=old.guidance.base_model,
+            dtype=old.guidance.dtype,
+            vae_fp32=old.guidance.vae_fp32,
+            seed=config.machine.seed,
+        ),
         personalization=old.personalization,
     )
 
@@ -291,6 +296,29 @@ def comparison_frames(panels: dict[str, list[np.ndarray]], scale: int = 2, gap: 
     return frames
 
 
+def _check_run_settings(run: Path, config: AblationConfig) -> None:
+    """Records the settings a run is made with; refuses to reuse or resume a run made with other settings."""
+    settings = {
+        "preset": config.preset,
+        "base_model": config.base_model,
+        "steps": config.steps,
+        "personalization_steps": config.personalization_steps,
+        "seed": config.seed,
+    }
+    record = run / "ablation_settings.json"
+    if record.is_file():
+        before = json.loads(record.read_text(encoding="utf-8"))
+        if before != settings:
+            changed = ", ".join(f"{k}: {before.get(k)} -> {v}" for k, v in settings.items() if before.get(k) != v)
+            raise ValueError(
+                f"{run} was made with other settings ({changed}); give another --output to keep both, or delete the "
+                "folder to redo it."
+            )
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps(settings, indent=2) + "\n")
+
+
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Trains every (prompt, method) run that is not finished, scores them and writes the table and videos."""
     from avatarstudio_ns.cli.video import frontal_image_index
@@ -317,6 +345,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         for method in methods:
             trainer = edit_config(method, prompt.prompt, config, root)
             run = run_dir(root, slug(prompt.prompt), trainer.method_name, method.name)
+            _check_run_settings(run, config)
             CONSOLE.rule(f"{method.label}: {prompt.prompt}")
             if finished(run, config.steps):
                 CONSOLE.print(f"Reusing {run}")

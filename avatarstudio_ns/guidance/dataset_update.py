@@ -30,6 +30,7 @@ class DatasetUpdateGuidanceConfig(InstantiateConfig):
     """Configuration of :class:`DatasetUpdateGuidance`."""
 
     _target: type = field(default_factory=lambda: DatasetUpdateGuidance)
+    """target class to instantiate"""
     base_model: str = DEFAULT_BASE_MODEL
     """Base diffusion model: a Hugging Face id, a local diffusers folder, or ``builtin``."""
     prompt: str = ""
@@ -45,8 +46,6 @@ class DatasetUpdateGuidanceConfig(InstantiateConfig):
     """DDIM steps of the whole schedule; an edit runs about ``strength`` times as many."""
     update_every: int = 10
     """Replace one keyframe's target every this many steps (Instruct-NeRF2NeRF: 10)."""
-    use_personalized: bool = False
-    """Always off: this baseline edits with the base model alone (read by the edit pipeline)."""
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     """Compute dtype of the diffusion model; auto: fp16 on CUDA, fp32 on the CPU."""
     vae_fp32: bool = False
@@ -98,8 +97,10 @@ class DatasetUpdateGuidance:
 
     @torch.no_grad()
     def edit_image(self, image: Float[Tensor, "3 h w"]) -> Float[Tensor, "3 h w"]:
-        """SDEdit of one image at the model's resolution, returned at the image's own size."""
+        """SDEdit of one image's centre square at the model's resolution, pasted back into the image."""
         height, width = image.shape[-2:]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
         square = to_model_square(image[None].to(self.base.device), self.base.resolution)
         with adapters_disabled(self.base.unet):
             edited = self.pipe(
@@ -112,7 +113,10 @@ class DatasetUpdateGuidance:
                 generator=self._generator,
                 output_type="pt",
             ).images
-        return F.interpolate(edited.float().cpu(), size=(height, width), mode="area")[0].clamp(0.0, 1.0)
+        result = image.detach().float().cpu().clone()
+        edited = F.interpolate(edited.float().cpu(), size=(side, side), mode="area")[0].clamp(0.0, 1.0)
+        result[:, top : top + side, left : left + side] = edited
+        return result
 
     def __call__(
         self,
