@@ -166,10 +166,6 @@ class DatasetUpdatePipeline(AvatarEditPipeline):
     config: DatasetUpdatePipelineConfig
 
     def _make_guidance(self, config, base: DiffusionModel, keyframes: List[Keyframe]) -> DatasetUpdateGuidance:
-        datamanager = self.datamanager
-        images = []
-        for i, image in enumerate(keyframe_images(datamanager.train_dataset, keyframes)):
-            camera = datamanager.keyframe_camera(i)
-            size = (int(camera.height[0, 0]), int(camera.width[0, 0]))
-            images.append(torch.nn.functional.interpolate(image[None], size=size, mode="area")[0])
+        """The baseline's guidance, its first targets the captured keyframe images."""
+        images = keyframe_images(self.datamanager.train_dataset, keyframes)
         return DatasetUpdateGuidance(config, images, device=self.device, base=base)

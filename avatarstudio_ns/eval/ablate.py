@@ -21,7 +21,7 @@ from nerfstudio.engine.trainer import TrainerConfig
 from rich.console import Console
 
 from avatarstudio_ns.checkpoints import atomic_write_text
-from avatarstudio_ns.eval.evaluate import EvalSettings, _jsonable
+from avatarstudio_ns.eval.evaluate import EvalSettings, _fmt, _jsonable
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet
 
 CONSOLE = Console()
@@ -214,10 +214,6 @@ def _method_order(names: Sequence[str]) -> list[Method]:
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
     return [METHODS[n] for n in names]
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
 
 
 TABLE_MEASURES: tuple[tuple[str, str, Callable[[dict], Any], bool, int], ...] = (

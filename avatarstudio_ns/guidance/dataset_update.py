@@ -59,7 +59,8 @@ class DatasetUpdateGuidance:
 
     Args:
         config: Settings.
-        images: The captured keyframe images in [0, 1], one per keyframe (the first targets).
+        images: The captured keyframe images in [0, 1], one per keyframe (the first targets; resized to the
+            renders on first use).
         device: Where the diffusion model runs.
         base: An already loaded base model (otherwise ``config.base_model`` is loaded).
     """
@@ -148,10 +149,10 @@ class DatasetUpdateGuidance:
             self.edited[ids[0]] = True
         targets = []
         for image, i in zip(images, ids, strict=True):
-            target = self.targets[i]
-            if target.shape[-2:] != image.shape[-2:]:
-                target = F.interpolate(target[None], size=image.shape[-2:], mode="area")[0]
-            targets.append(target.to(image.device))
+            if self.targets[i].shape[-2:] != image.shape[-2:]:
+                # A captured image larger than the render: brought to the render's size once, then kept.
+                self.targets[i] = F.interpolate(self.targets[i][None], size=image.shape[-2:], mode="area")[0]
+            targets.append(self.targets[i].to(image.device))
         loss = F.mse_loss(images, torch.stack(targets))
         return {
             "loss_image": loss,

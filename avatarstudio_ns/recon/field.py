@@ -100,6 +100,18 @@ class CanonicalAppearanceField(Field):
         if self.colour_base is None:
             self.colour_base = copy.deepcopy(self.mlp_base)
 
+    def _grid_inputs(
+        self, canonical_positions: Float[Tensor, "*bs 3"]
+    ) -> tuple[Float[Tensor, "n 3"], Float[Tensor, "*bs"]]:
+        """Hash grid inputs (flat, in [0, 1]) and which positions lie inside the box.
+
+        Points deformed out of the box are empty; the hash grid also needs inputs in [0, 1], so they are moved to
+        the box's corner.
+        """
+        positions = SceneBox.get_normalized_positions(canonical_positions, self.aabb)
+        selector = ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
+        return (positions * selector[..., None]).reshape(-1, 3), selector
+
     def get_colour_features(
         self,
         canonical_positions: Float[Tensor, "*bs 3"],
@@ -113,9 +125,8 @@ class CanonicalAppearanceField(Field):
         """
         if self.colour_base is None:
             return geo_features
-        positions = SceneBox.get_normalized_positions(canonical_positions, self.aabb)
-        positions = positions * ((positions > 0.0) & (positions < 1.0)).all(dim=-1, keepdim=True)
-        h = self.colour_base(positions.reshape(-1, 3)).reshape(*canonical_positions.shape[:-1], -1)
+        positions, _ = self._grid_inputs(canonical_positions)
+        h = self.colour_base(positions).reshape(*canonical_positions.shape[:-1], -1)
         return h[..., 1:]
 
     def get_canonical_density(
@@ -126,11 +137,8 @@ class CanonicalAppearanceField(Field):
         Args:
             canonical_positions: positions in the canonical space, world units.
         """
-        positions = SceneBox.get_normalized_positions(canonical_positions, self.aabb)
-        # Points deformed out of the box are empty; the hash grid also needs inputs in [0, 1].
-        selector = ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
-        positions = positions * selector[..., None]
-        h = self.mlp_base(positions.reshape(-1, 3)).reshape(*canonical_positions.shape[:-1], -1)
+        positions, selector = self._grid_inputs(canonical_positions)
+        h = self.mlp_base(positions).reshape(*canonical_positions.shape[:-1], -1)
         density_before_activation, geo_features = torch.split(h, [1, self.geo_feat_dim], dim=-1)
         self._density_before_activation = density_before_activation
         # exp keeps high densities reachable from small (possibly half precision) MLP outputs.
