@@ -175,3 +175,33 @@ def test_only_an_edit_with_the_same_trainable_parameters_is_resumed():
     assert not _same_optimizer_groups({"appearance": state}, {"appearance": params[:1]})
     _, other = saved((5, 2), (3,))
     assert not _same_optimizer_groups({"appearance": state}, {"appearance": other})
+
+
+def test_the_identity_loss_compares_each_keyframe_render_with_its_capture(edited):
+    import torch.nn.functional as F
+
+    from avatarstudio_ns.data.keyframes import keyframe_images
+
+    config, trainer = edited
+    datamanager, model = trainer.pipeline.datamanager, trainer.pipeline.model
+    ray_bundle, batch = datamanager.next_train(0)
+    keyframe = datamanager._keyframes[batch["keyframe_index"]]
+    captured = keyframe_images(datamanager.train_dataset, [keyframe])[0]
+    height, width = batch["image_height"], batch["image_width"]
+    expected = F.interpolate(captured[None], size=(height, width), mode="area")[0].permute(1, 2, 0).reshape(-1, 3)
+    assert torch.allclose(batch["image"], expected)
+    preset = model.config.identity_loss_mult
+    try:
+        model.config.identity_loss_mult = 0.0
+        assert "identity_loss" not in model.get_loss_dict(model(ray_bundle), batch)  # off unless weighted
+        model.config.identity_loss_mult = 2.0
+        outputs = model(ray_bundle)
+        loss = model.get_loss_dict(outputs, batch)["identity_loss"]
+        assert torch.allclose(loss, 2.0 * ((outputs["rgb"] - expected) ** 2).mean())
+        loss.backward()
+        # Only the edited appearance receives the identity's gradient; the geometry stays the recon's.
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.appearance.mlp_head.parameters())
+        assert all(p.grad is None for p in model.appearance.mlp_base.parameters())
+    finally:
+        model.config.identity_loss_mult = preset
+        model.zero_grad(set_to_none=True)

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple, Type
 
 import torch
+import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 
 from avatarstudio_ns.data.dataset import AvatarDataset
-from avatarstudio_ns.data.keyframes import Keyframe, keyframe_image_index
+from avatarstudio_ns.data.keyframes import Keyframe, keyframe_image_index, keyframe_images
 
 
 @dataclass
@@ -31,8 +32,9 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
     """Yields the rays of one whole keyframe image per step; evaluation is nerfstudio's, unchanged.
 
     The keyframes are set once the avatar's per-frame codes are known (they are chosen from them), see
-    :meth:`set_keyframes`. Training batches carry ``keyframe_index`` (position in the keyframe list) and
-    ``image_height`` / ``image_width`` so the pipeline can reshape the rendered rays into an image.
+    :meth:`set_keyframes`. Training batches carry ``keyframe_index`` (position in the keyframe list),
+    ``image_height`` / ``image_width`` so the pipeline can reshape the rendered rays into an image, and ``image``:
+    the captured keyframe at the render resolution, one row per ray.
     """
 
     config: KeyframeDataManagerConfig
@@ -40,6 +42,8 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.keyframe_image_indices: List[int] = []
+        self._keyframes: List[Keyframe] = []
+        self._captured: Dict[int, torch.Tensor] = {}
         self._generator = torch.Generator().manual_seed(self.config.seed)
         self._order: List[int] = []
 
@@ -52,6 +56,8 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
         if not keyframes:
             raise ValueError("the edit needs at least one keyframe")
         self.keyframe_image_indices = [keyframe_image_index(self.train_dataset, k) for k in keyframes]
+        self._keyframes = list(keyframes)
+        self._captured = {}
         self._order = []
 
     def keyframe_camera(self, keyframe_index: int) -> Cameras:
@@ -64,8 +70,17 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
             camera.rescale_output_resolution(scale)
         return camera
 
+    def captured_image(self, keyframe_index: int, height: int, width: int) -> torch.Tensor:
+        """The captured keyframe image (masked onto the backdrop) resized to height x width, as [h * w, 3] rows."""
+        if keyframe_index not in self._captured:
+            image = keyframe_images(self.train_dataset, [self._keyframes[keyframe_index]])[0]
+            if tuple(image.shape[1:]) != (height, width):
+                image = F.interpolate(image[None], size=(height, width), mode="area")[0]
+            self._captured[keyframe_index] = image.permute(1, 2, 0).reshape(-1, 3).to(self.device)
+        return self._captured[keyframe_index]
+
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
-        """All rays of the next keyframe's image, flattened, and the keyframe's index and image size."""
+        """All rays of the next keyframe's image, flattened, the keyframe's index and image size, and its image."""
         if not self.keyframe_image_indices:
             raise RuntimeError("no keyframes set: call set_keyframes() before training")
         self.train_count += 1
@@ -77,7 +92,12 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
         height, width = int(camera.height[0, 0]), int(camera.width[0, 0])
         ray_bundle = camera.generate_rays(camera_indices=0, keep_shape=False)
         ray_bundle = ray_bundle.reshape((height * width,))
-        batch = {"keyframe_index": keyframe_index, "image_height": height, "image_width": width}
+        batch = {
+            "keyframe_index": keyframe_index,
+            "image_height": height,
+            "image_width": width,
+            "image": self.captured_image(keyframe_index, height, width),
+        }
         return ray_bundle, batch
 
     def get_train_rays_per_batch(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Type
 
+import torch.nn.functional as F
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from torch import Tensor
 from torch.nn import Parameter
@@ -26,6 +27,11 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     canonical hash grid that only the colour reads, so the recon's geometry stays exactly as it was; colour_grid:
     that grid alone (local, but the recon's colour MLP cannot reach colours the capture never had, e.g. blue hair);
     all: the whole of A, density included, as in the paper (an edit can then grow fog and shapes around the head)."""
+    identity_loss_mult: float = 0.0
+    """Weight of the mean squared difference between each keyframe render and its captured image (0: off, as in
+    the paper). The guidance's gradient is strong where the prompt asks for a change and weak elsewhere, so a
+    small weight holds what the prompt does not mention (skin, eyes) to the capture while the hair still
+    changes; too large a weight holds the edit back too."""
     entropy_loss_mult: float = 1e-3
     """Weight of the binary entropy of each ray's opacity (METHOD Eq. 9): keeps an edit that changes the geometry
     from fogging the background or thinning the surface (constant when the geometry is kept)."""
@@ -86,8 +92,11 @@ class AvatarEditModel(AvatarReconModel):
         return []
 
     def get_loss_dict(self, outputs: Dict[str, Any], batch: Dict[str, Any], metrics_dict=None) -> Dict[str, Tensor]:
-        """Losses of the edit that need no diffusion model: the opacity entropy.
+        """Losses of the edit that need no diffusion model: the opacity entropy and, if weighted, the identity.
 
         The score distillation loss is added by the pipeline, which owns the guidance.
         """
-        return {"opacity_entropy": self.config.entropy_loss_mult * opacity_entropy(outputs["accumulation"])}
+        loss_dict = {"opacity_entropy": self.config.entropy_loss_mult * opacity_entropy(outputs["accumulation"])}
+        if self.config.identity_loss_mult > 0:
+            loss_dict["identity_loss"] = self.config.identity_loss_mult * F.mse_loss(outputs["rgb"], batch["image"])
+        return loss_dict
