@@ -7,9 +7,11 @@ there, so an interrupted demo continues where it stopped (nerfstudio runs resume
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from rich.console import Console
@@ -28,7 +30,7 @@ class DemoConfig:
     output: Path = Path("demo")
     """Folder of everything the demo writes."""
     prompt: str = "photo of a person with blue hair"
-    """The edit (the built-in model knows hair colours, skin tones and eye colours)."""
+    """The edit (the built-in model knows hair colours well, skin tones less reliably, eye colours not at all)."""
     base_model: str = "builtin"
     """Base diffusion model: builtin, a local diffusers folder or a Hugging Face id."""
     num_cameras: int = 8
@@ -41,14 +43,51 @@ class DemoConfig:
     """Iterations of the recon (avatarstudio-recon-cpu)."""
     edit_steps: int = 150
     """Iterations of the edit (avatarstudio-edit-fast)."""
+    identity_loss_mult: Optional[float] = None
+    """Weight of the edit's identity loss (renders held to the captured keyframes); None: the fast preset's, which
+    suits edits of a part of the head such as the hair. Lower it (e.g. 100) for skin tones or whole-head edits."""
     personalization_steps: int = 200
     """Steps of the personalisation fine-tune."""
     seed: int = 0
     """Seed of the capture and the training runs."""
 
 
+def _avatar_settings(config: DemoConfig) -> dict:
+    """The settings the capture and the recon are made with (the edit's have their own run folders)."""
+    keys = ("num_cameras", "num_frames", "resolution", "recon_steps", "seed")
+    return {key: getattr(config, key) for key in keys}
+
+
+def check_avatar_settings(root: Path, config: DemoConfig) -> None:
+    """Records the capture's and recon's settings in a new demo folder; refuses a folder made with other ones.
+
+    Raises:
+        ValueError: when ``root`` holds a capture or recon made with other settings, which would be reused.
+    """
+    path = root / "demo.json"
+    settings = _avatar_settings(config)
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != settings:
+            changed = ", ".join(f"{k} {recorded.get(k)} -> {v}" for k, v in settings.items() if recorded.get(k) != v)
+            raise ValueError(
+                f"{root} holds a demo avatar made with other settings ({changed}); give another --output, or "
+                f"delete {root} to start over"
+            )
+    else:
+        atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
+def edit_name(config: DemoConfig) -> str:
+    """Run folder name of the edit: one per prompt and edit settings, so another prompt never reuses an edit."""
+    settings = [config.prompt, config.base_model, config.identity_loss_mult, config.edit_steps]
+    settings.append(config.personalization_steps)
+    return "demo-" + hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
+
+
 def run_demo(config: DemoConfig) -> dict:
-    """Runs every stage that has not finished yet and writes the results; returns the edit's scores."""
+    """Runs every stage that has not finished yet and writes the results; returns the edit's scores (empty when the
+    built-in prompt set has no measure for the prompt)."""
     from avatarstudio_ns.cli.video import frontal_image_index
     from avatarstudio_ns.data.synth import CaptureConfig, render_capture
     from avatarstudio_ns.eval.evaluate import (
@@ -67,6 +106,15 @@ def run_demo(config: DemoConfig) -> dict:
 
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
+    check_avatar_settings(root, config)
+    try:
+        prompt = DEFAULT_PROMPT_SET.find(config.prompt)
+    except KeyError:
+        prompt = None
+        CONSOLE.print(
+            f"[yellow]The built-in prompt set has no measure for {config.prompt!r}: the demo edits and renders it "
+            "but writes no scores (avatarstudio eval --prompt-set takes your own set).[/yellow]"
+        )
     torch.manual_seed(config.seed)
     # Fail before hours of work if the diffusion model cannot be loaded.
     load_diffusion(config.base_model, "cpu")
@@ -94,7 +142,7 @@ def run_demo(config: DemoConfig) -> dict:
         train_run(avatarstudio_recon_cpu.config, capture, root, config.recon_steps, load_dir=None)
 
     CONSOLE.rule("3/4 personalisation + VT-SDS edit (avatarstudio-edit-fast)")
-    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", "demo")
+    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", edit_name(config))
     if finished(edit_run, config.edit_steps):
         CONSOLE.print(f"Reusing the edit in {edit_run}")
     else:
@@ -103,7 +151,9 @@ def run_demo(config: DemoConfig) -> dict:
         edit.pipeline.guidance.base_model = config.base_model
         edit.pipeline.guidance.personalization = root / "personalization"
         edit.pipeline.personalization.steps = config.personalization_steps
-        train_run(edit, capture, root, config.edit_steps, load_dir=recon_run / "nerfstudio_models")
+        if config.identity_loss_mult is not None:
+            edit.pipeline.model.identity_loss_mult = config.identity_loss_mult
+        train_run(edit, capture, root, config.edit_steps, load_dir=recon_run / "nerfstudio_models", name=edit_run.name)
 
     CONSOLE.rule("4/4 results")
     original = load_pipeline(recon_run / "config.yml")
@@ -136,17 +186,21 @@ def run_demo(config: DemoConfig) -> dict:
 
     iio.imwrite(grid_path, image_grid(rows))
 
-    train, val = pipeline_outputs(original)
-    settings = EvalSettings(num_train_cameras=2, timestep_stride=max(1, config.num_frames // 4), clip_model=None)
-    views = collect_views(train, val, settings)
-    prompt = DEFAULT_PROMPT_SET.find(config.prompt)
-    report = evaluate(original.model, [(prompt, edited.model, str(edit_run))], views, DEFAULT_PROMPT_SET, settings)
-    json_path, md_path = write_report(report, root / "scores.json")
-    atomic_write_text(root / "summary.json", json.dumps({"prompt": config.prompt, "scores": str(json_path)}) + "\n")
+    report: dict = {}
+    scores = "none (the prompt is not in the built-in prompt set)"
+    if prompt is not None:
+        train, val = pipeline_outputs(original)
+        settings = EvalSettings(num_train_cameras=2, timestep_stride=max(1, config.num_frames // 4), clip_model=None)
+        views = collect_views(train, val, settings)
+        report = evaluate(original.model, [(prompt, edited.model, str(edit_run))], views, DEFAULT_PROMPT_SET, settings)
+        json_path, md_path = write_report(report, root / "scores.json")
+        scores = str(md_path)
+    summary = {"prompt": config.prompt, "edit": str(edit_run), "scores": scores}
+    atomic_write_text(root / "summary.json", json.dumps(summary) + "\n")
     CONSOLE.print(
         Panel(
             f"Video: {video}\nGIF: {gif}\nGrid (rows: original at 3 times, then edited): {grid_path}\n"
-            f"Scores: {md_path}\n\nOpen the edited avatar in the viewer (time slider included):\n"
+            f"Scores: {scores}\n\nOpen the edited avatar in the viewer (time slider included):\n"
             f"  ns-viewer --load-config {edit_run / 'config.yml'}",
             title="AvatarStudio demo",
         )

@@ -1,0 +1,50 @@
+"""``avatarstudio demo`` end to end at toy sizes: every output is written, and a rerun reuses only what matches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avatarstudio_ns.demo import DemoConfig, run_demo
+from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
+
+
+def _checkpoints(folder):
+    return sorted(p.name for p in folder.rglob("step-*.ckpt"))
+
+
+def test_demo_writes_its_outputs_and_a_new_prompt_gets_its_own_edit(tmp_path):
+    model = write_small_model(tmp_path / "tiny", SmallModelConfig.tiny())
+    config = DemoConfig(
+        output=tmp_path / "demo",
+        base_model=str(model),
+        num_cameras=4,
+        num_frames=2,
+        resolution=32,
+        recon_steps=6,
+        edit_steps=2,
+        personalization_steps=2,
+    )
+    report = run_demo(config)
+    root = config.output
+    for name in ("grid.png", "side_by_side.mp4", "side_by_side.gif", "scores.json", "scores.md", "demo.json"):
+        assert (root / name).stat().st_size > 0, name
+    assert report["edits"][0]["prompt"] == config.prompt
+    summary = json.loads((root / "summary.json").read_text())
+    first_edit = summary["edit"]
+    recon = root / "runs" / "avatar" / "avatarstudio-recon-cpu"
+    recon_checkpoints = _checkpoints(recon)
+
+    # Another prompt (one the prompt set does not measure): the avatar is reused, the edit is new, no scores.
+    (root / "scores.json").unlink()
+    config.prompt = "photo of a person with a hat"
+    assert run_demo(config) == {}
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["edit"] != first_edit and _checkpoints(recon) == recon_checkpoints
+    assert not (root / "scores.json").exists()
+
+    # A different capture in the same folder would silently reuse the old avatar: refused, naming the fix.
+    config.num_frames = 3
+    with pytest.raises(ValueError, match="another --output"):
+        run_demo(config)
