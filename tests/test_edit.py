@@ -185,7 +185,7 @@ def test_the_identity_loss_compares_each_keyframe_render_with_its_capture(edited
     config, trainer = edited
     datamanager, model = trainer.pipeline.datamanager, trainer.pipeline.model
     ray_bundle, batch = datamanager.next_train(0)
-    keyframe = datamanager._keyframes[batch["keyframe_index"]]
+    keyframe = datamanager.keyframes[batch["keyframe_index"]]
     captured = keyframe_images(datamanager.train_dataset, [keyframe])[0]
     height, width = batch["image_height"], batch["image_width"]
     expected = F.interpolate(captured[None], size=(height, width), mode="area")[0].permute(1, 2, 0).reshape(-1, 3)

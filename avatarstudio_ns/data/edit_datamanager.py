@@ -42,7 +42,7 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.keyframe_image_indices: List[int] = []
-        self._keyframes: List[Keyframe] = []
+        self.keyframes: List[Keyframe] = []
         self._captured: Dict[int, torch.Tensor] = {}
         self._generator = torch.Generator().manual_seed(self.config.seed)
         self._order: List[int] = []
@@ -56,7 +56,7 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
         if not keyframes:
             raise ValueError("the edit needs at least one keyframe")
         self.keyframe_image_indices = [keyframe_image_index(self.train_dataset, k) for k in keyframes]
-        self._keyframes = list(keyframes)
+        self.keyframes = list(keyframes)
         self._captured = {}
         self._order = []
 
@@ -73,7 +73,7 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
     def captured_image(self, keyframe_index: int, height: int, width: int) -> torch.Tensor:
         """The captured keyframe image (masked onto the backdrop) resized to height x width, as [h * w, 3] rows."""
         if keyframe_index not in self._captured:
-            image = keyframe_images(self.train_dataset, [self._keyframes[keyframe_index]])[0]
+            image = keyframe_images(self.train_dataset, [self.keyframes[keyframe_index]])[0]
             if tuple(image.shape[1:]) != (height, width):
                 image = F.interpolate(image[None], size=(height, width), mode="area")[0]
             self._captured[keyframe_index] = image.permute(1, 2, 0).reshape(-1, 3).to(self.device)
