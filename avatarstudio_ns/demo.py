@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
+from nerfstudio.engine.trainer import TrainerConfig
 from rich.console import Console
 from rich.panel import Panel
 
@@ -78,11 +80,11 @@ def check_avatar_settings(root: Path, config: DemoConfig) -> None:
         atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
 
 
-def edit_name(config: DemoConfig) -> str:
-    """Run folder name of the edit: one per prompt and edit settings, so another prompt never reuses an edit."""
-    settings = [config.prompt, config.base_model, config.identity_loss_mult, config.edit_steps]
-    settings.append(config.personalization_steps)
-    return "demo-" + hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
+def edit_name(edit: TrainerConfig, steps: int) -> str:
+    """Run folder name of an edit: a digest of its settings (prompt, preset, weights), so another prompt or a changed
+    preset never reuses an old edit."""
+    settings = yaml.dump({"pipeline": edit.pipeline, "optimizers": edit.optimizers, "steps": steps})
+    return "demo-" + hashlib.sha1(settings.encode()).hexdigest()[:10]
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -142,17 +144,17 @@ def run_demo(config: DemoConfig) -> dict:
         train_run(avatarstudio_recon_cpu.config, capture, root, config.recon_steps, load_dir=None)
 
     CONSOLE.rule("3/4 personalisation + VT-SDS edit (avatarstudio-edit-fast)")
-    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", edit_name(config))
+    edit = copy.deepcopy(avatarstudio_edit_fast.config)
+    edit.pipeline.model.prompt = config.prompt
+    edit.pipeline.guidance.base_model = config.base_model
+    edit.pipeline.guidance.personalization = root / "personalization"
+    edit.pipeline.personalization.steps = config.personalization_steps
+    if config.identity_loss_mult is not None:
+        edit.pipeline.model.identity_loss_mult = config.identity_loss_mult
+    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", edit_name(edit, config.edit_steps))
     if finished(edit_run, config.edit_steps):
         CONSOLE.print(f"Reusing the edit in {edit_run}")
     else:
-        edit = copy.deepcopy(avatarstudio_edit_fast.config)
-        edit.pipeline.model.prompt = config.prompt
-        edit.pipeline.guidance.base_model = config.base_model
-        edit.pipeline.guidance.personalization = root / "personalization"
-        edit.pipeline.personalization.steps = config.personalization_steps
-        if config.identity_loss_mult is not None:
-            edit.pipeline.model.identity_loss_mult = config.identity_loss_mult
         train_run(edit, capture, root, config.edit_steps, load_dir=recon_run / "nerfstudio_models", name=edit_run.name)
 
     CONSOLE.rule("4/4 results")
