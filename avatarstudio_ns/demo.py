@@ -197,6 +197,10 @@ def run_demo(config: DemoConfig) -> dict:
         report = evaluate(original.model, [(prompt, edited.model, str(edit_run))], views, DEFAULT_PROMPT_SET, settings)
         json_path, md_path = write_report(report, root / "scores.json")
         scores = str(md_path)
+    else:
+        # The grid and videos now show this prompt: scores of an earlier prompt would be read as this one's.
+        for stale in (root / "scores.json", root / "scores.md"):
+            stale.unlink(missing_ok=True)
     summary = {"prompt": config.prompt, "edit": str(edit_run), "scores": scores}
     atomic_write_text(root / "summary.json", json.dumps(summary) + "\n")
     CONSOLE.print(

@@ -37,12 +37,11 @@ def test_demo_writes_its_outputs_and_a_new_prompt_gets_its_own_edit(tmp_path):
     recon_checkpoints = _checkpoints(recon)
 
     # Another prompt (one the prompt set does not measure): the avatar is reused, the edit is new, no scores.
-    (root / "scores.json").unlink()
     config.prompt = "photo of a person with a hat"
     assert run_demo(config) == {}
     summary = json.loads((root / "summary.json").read_text())
     assert summary["edit"] != first_edit and _checkpoints(recon) == recon_checkpoints
-    assert not (root / "scores.json").exists()
+    assert not (root / "scores.json").exists() and not (root / "scores.md").exists()  # the old prompt's
 
     # A different capture in the same folder would silently reuse the old avatar: refused, naming the fix.
     config.num_frames = 3
