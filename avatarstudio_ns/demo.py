@@ -7,20 +7,17 @@ there, so an interrupted demo continues where it stopped (nerfstudio runs resume
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
-import yaml
-from nerfstudio.engine.trainer import TrainerConfig
 from rich.console import Console
 from rich.panel import Panel
 
 from avatarstudio_ns.checkpoints import atomic_write_text
-from avatarstudio_ns.runs import finished, run_dir, train_run
+from avatarstudio_ns.runs import finished, run_dir, settings_digest, train_run
 
 CONSOLE = Console()
 
@@ -77,14 +74,12 @@ def check_avatar_settings(root: Path, config: DemoConfig) -> None:
                 f"delete {root} to start over"
             )
     else:
+        if (root / "capture").exists():
+            CONSOLE.print(
+                f"[yellow]{root} has a capture but no record of its settings (made by an older version): it is "
+                "reused as it is; delete the folder if it was made with other settings.[/yellow]"
+            )
         atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
-
-
-def edit_name(edit: TrainerConfig, steps: int) -> str:
-    """Run folder name of an edit: a digest of its settings (prompt, preset, weights), so another prompt or a changed
-    preset never reuses an old edit."""
-    settings = yaml.dump({"pipeline": edit.pipeline, "optimizers": edit.optimizers, "steps": steps})
-    return "demo-" + hashlib.sha1(settings.encode()).hexdigest()[:10]
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -151,7 +146,8 @@ def run_demo(config: DemoConfig) -> dict:
     edit.pipeline.personalization.steps = config.personalization_steps
     if config.identity_loss_mult is not None:
         edit.pipeline.model.identity_loss_mult = config.identity_loss_mult
-    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", edit_name(edit, config.edit_steps))
+    # One run per prompt and edit settings: another prompt, or a changed preset, never reuses an old edit.
+    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", "demo-" + settings_digest(edit, config.edit_steps))
     if finished(edit_run, config.edit_steps):
         CONSOLE.print(f"Reusing the edit in {edit_run}")
     else:

@@ -7,15 +7,32 @@ The demo and the ablation run many ``ns-train``-equivalent jobs; each lives in `
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 from typing import Optional
 
+import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
 
 def run_dir(root: Path, experiment: str, method: str, name: str) -> Path:
     """Folder of a run (nerfstudio's ``output_dir / experiment_name / method_name / timestamp``)."""
     return Path(root) / "runs" / experiment / method / name
+
+
+def settings_digest(config: TrainerConfig, steps: int) -> str:
+    """A short digest of what decides a run's result: its pipeline and optimiser settings and its length.
+
+    The capture path and the personalisation folder are left out, so the digest does not change with how a folder
+    is spelled or where it was moved.
+    """
+    pipeline = copy.deepcopy(config.pipeline)
+    pipeline.datamanager.data = None
+    pipeline.datamanager.dataparser.data = Path(".")
+    if hasattr(pipeline, "guidance") and hasattr(pipeline.guidance, "personalization"):
+        pipeline.guidance.personalization = None
+    settings = yaml.dump({"pipeline": pipeline, "optimizers": config.optimizers, "steps": steps})
+    return hashlib.sha1(settings.encode()).hexdigest()[:10]
 
 
 def finished(run: Path, steps: int) -> bool:

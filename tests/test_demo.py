@@ -11,7 +11,8 @@ from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_m
 
 
 def _checkpoints(folder):
-    return sorted(p.name for p in folder.rglob("step-*.ckpt"))
+    """Checkpoint files and when they were written (a retrained run rewrites the same names)."""
+    return sorted((p.name, p.stat().st_mtime_ns) for p in folder.rglob("step-*.ckpt"))
 
 
 def test_demo_writes_its_outputs_and_a_new_prompt_gets_its_own_edit(tmp_path):
@@ -42,6 +43,14 @@ def test_demo_writes_its_outputs_and_a_new_prompt_gets_its_own_edit(tmp_path):
     summary = json.loads((root / "summary.json").read_text())
     assert summary["edit"] != first_edit and _checkpoints(recon) == recon_checkpoints
     assert not (root / "scores.json").exists() and not (root / "scores.md").exists()  # the old prompt's
+
+    # The first prompt again: its finished edit is found and reused, not trained again.
+    edits = root / "runs" / "avatar" / "avatarstudio-edit-fast"
+    edit_checkpoints = _checkpoints(edits)
+    config.prompt = DemoConfig.prompt
+    assert run_demo(config)["edits"][0]["prompt"] == DemoConfig.prompt
+    assert json.loads((root / "summary.json").read_text())["edit"] == first_edit
+    assert _checkpoints(edits) == edit_checkpoints
 
     # A different capture in the same folder would silently reuse the old avatar: refused, naming the fix.
     config.num_frames = 3

@@ -190,7 +190,8 @@ def test_the_identity_loss_compares_each_keyframe_render_with_its_capture(edited
     height, width = batch["image_height"], batch["image_width"]
     expected = F.interpolate(captured[None], size=(height, width), mode="area")[0].permute(1, 2, 0).reshape(-1, 3)
     assert torch.allclose(batch["image"], expected)
-    preset = model.config.identity_loss_mult
+    preset, training = model.config.identity_loss_mult, model.training
+    model.train()
     try:
         model.config.identity_loss_mult = 0.0
         assert "identity_loss" not in model.get_loss_dict(model(ray_bundle), batch)  # off unless weighted
@@ -204,4 +205,5 @@ def test_the_identity_loss_compares_each_keyframe_render_with_its_capture(edited
         assert all(p.grad is None for p in model.appearance.mlp_base.parameters())
     finally:
         model.config.identity_loss_mult = preset
+        model.train(training)
         model.zero_grad(set_to_none=True)

@@ -92,11 +92,14 @@ class AvatarEditModel(AvatarReconModel):
         return []
 
     def get_loss_dict(self, outputs: Dict[str, Any], batch: Dict[str, Any], metrics_dict=None) -> Dict[str, Tensor]:
-        """Losses of the edit that need no diffusion model: the opacity entropy and, if weighted, the identity.
+        """Losses of the edit that need no diffusion model: the opacity entropy and, if weighted, the identity (while
+        training).
 
         The score distillation loss is added by the pipeline, which owns the guidance.
         """
         loss_dict = {"opacity_entropy": self.config.entropy_loss_mult * opacity_entropy(outputs["accumulation"])}
-        if self.config.identity_loss_mult > 0:
-            loss_dict["identity_loss"] = self.config.identity_loss_mult * F.mse_loss(outputs["rgb"], batch["image"])
+        if self.config.identity_loss_mult > 0 and self.training:
+            # Training batches are whole keyframes (see KeyframeDataManager); eval batches are nerfstudio's rays.
+            identity = F.mse_loss(outputs["rgb"], self._gt_rgb(batch))
+            loss_dict["identity_loss"] = self.config.identity_loss_mult * identity
         return loss_dict

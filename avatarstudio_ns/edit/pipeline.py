@@ -123,7 +123,7 @@ class AvatarEditPipeline(VanillaPipeline):
         return super().get_training_callbacks(training_callback_attributes)
 
     def get_train_loss_dict(self, step: int):
-        """Renders one keyframe whole and returns the guidance's and the entropy losses."""
+        """Renders one keyframe whole and returns the guidance's losses and the model's (entropy, identity)."""
         guidance = self.guidance
         ray_bundle, batch = self.datamanager.next_train(step)
         outputs = self._model(ray_bundle)

@@ -292,9 +292,13 @@ def comparison_frames(panels: dict[str, list[np.ndarray]], scale: int = 2, gap: 
     return frames
 
 
-def _check_run_settings(run: Path, config: AblationConfig) -> None:
-    """Records the settings a run is made with; refuses to reuse or resume a run made with other settings."""
+def _check_run_settings(run: Path, config: AblationConfig, trainer) -> None:
+    """Records the settings a run is made with; refuses to reuse or resume a run made with other settings (a changed
+    preset included: ``edit_settings`` is a digest of the run's whole edit config)."""
+    from avatarstudio_ns.runs import settings_digest
+
     settings = {
+        "edit_settings": settings_digest(trainer, config.steps),
         "preset": config.preset,
         "base_model": config.base_model,
         "steps": config.steps,
@@ -341,7 +345,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         for method in methods:
             trainer = edit_config(method, prompt.prompt, config, root)
             run = run_dir(root, slug(prompt.prompt), trainer.method_name, method.name)
-            _check_run_settings(run, config)
+            _check_run_settings(run, config, trainer)
             CONSOLE.rule(f"{method.label}: {prompt.prompt}")
             if finished(run, config.steps):
                 CONSOLE.print(f"Reusing {run}")

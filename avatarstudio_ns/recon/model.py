@@ -255,7 +255,8 @@ class AvatarReconModel(Model):
     def apply_cpu_threads(self) -> None:
         """Sets torch's CPU thread count from the config (the trainer asks for callbacks once, on its device)."""
         if self.config.num_cpu_threads > 0 and self.device.type == "cpu":
-            torch.set_num_threads(min(self.config.num_cpu_threads, os.cpu_count() or 1))
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            torch.set_num_threads(min(self.config.num_cpu_threads, cores))
 
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
