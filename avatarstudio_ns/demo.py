@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from avatarstudio_ns.checkpoints import atomic_write_text
-from avatarstudio_ns.runs import finished, run_dir, settings_digest, train_run
+from avatarstudio_ns.runs import check_settings, finished, run_dir, settings_digest, train_run
 
 CONSOLE = Console()
 
@@ -63,23 +63,11 @@ def check_avatar_settings(root: Path, config: DemoConfig) -> None:
     Raises:
         ValueError: when ``root`` holds a capture or recon made with other settings, which would be reused.
     """
-    path = root / "demo.json"
-    settings = _avatar_settings(config)
-    if path.exists():
-        recorded = json.loads(path.read_text())
-        if recorded != settings:
-            changed = ", ".join(f"{k} {recorded.get(k)} -> {v}" for k, v in settings.items() if recorded.get(k) != v)
-            raise ValueError(
-                f"{root} holds a demo avatar made with other settings ({changed}); give another --output, or "
-                f"delete {root} to start over"
-            )
-    else:
-        if (root / "capture").exists():
-            CONSOLE.print(
-                f"[yellow]{root} has a capture but no record of its settings (made by an older version): it is "
-                "reused as it is; delete the folder if it was made with other settings.[/yellow]"
-            )
-        atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+    if not check_settings(root / "demo.json", _avatar_settings(config), root) and (root / "capture").exists():
+        CONSOLE.print(
+            f"[yellow]{root} has a capture but no record of its settings (made by an older version): it is "
+            "reused as it is; delete the folder if it was made with other settings.[/yellow]"
+        )
 
 
 def run_demo(config: DemoConfig) -> dict:

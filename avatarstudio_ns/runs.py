@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from pathlib import Path
 from typing import Optional
 
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
+
+from avatarstudio_ns.checkpoints import atomic_write_text
 
 
 def run_dir(root: Path, experiment: str, method: str, name: str) -> Path:
@@ -33,6 +36,29 @@ def settings_digest(config: TrainerConfig, steps: int) -> str:
         pipeline.guidance.personalization = None
     settings = yaml.dump({"pipeline": pipeline, "optimizers": config.optimizers, "steps": steps})
     return hashlib.sha1(settings.encode()).hexdigest()[:10]
+
+
+def check_settings(record: Path, settings: dict, folder: Path) -> bool:
+    """Records the settings ``folder`` is made with in ``record``, or checks them against the recorded ones.
+
+    Returns:
+        Whether a record already existed (False: it was written now).
+
+    Raises:
+        ValueError: when the recorded settings differ, so what is in ``folder`` must not be reused.
+    """
+    if not record.is_file():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps(settings, indent=2) + "\n")
+        return False
+    before = json.loads(record.read_text(encoding="utf-8"))
+    if before != settings:
+        changed = ", ".join(f"{k}: {before.get(k)} -> {v}" for k, v in settings.items() if before.get(k) != v)
+        raise ValueError(
+            f"{folder} was made with other settings ({changed}); give another --output to keep both, or delete "
+            f"{folder} to redo it."
+        )
+    return True
 
 
 def finished(run: Path, steps: int) -> bool:

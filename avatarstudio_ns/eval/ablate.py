@@ -295,7 +295,7 @@ def comparison_frames(panels: dict[str, list[np.ndarray]], scale: int = 2, gap: 
 def _check_run_settings(run: Path, config: AblationConfig, trainer) -> None:
     """Records the settings a run is made with; refuses to reuse or resume a run made with other settings (a changed
     preset included: ``edit_settings`` is a digest of the run's whole edit config)."""
-    from avatarstudio_ns.runs import settings_digest
+    from avatarstudio_ns.runs import check_settings, settings_digest
 
     settings = {
         "edit_settings": settings_digest(trainer, config.steps),
@@ -305,18 +305,7 @@ def _check_run_settings(run: Path, config: AblationConfig, trainer) -> None:
         "personalization_steps": config.personalization_steps,
         "seed": config.seed,
     }
-    record = run / "ablation_settings.json"
-    if record.is_file():
-        before = json.loads(record.read_text(encoding="utf-8"))
-        if before != settings:
-            changed = ", ".join(f"{k}: {before.get(k)} -> {v}" for k, v in settings.items() if before.get(k) != v)
-            raise ValueError(
-                f"{run} was made with other settings ({changed}); give another --output to keep both, or delete the "
-                "folder to redo it."
-            )
-    else:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(record, json.dumps(settings, indent=2) + "\n")
+    check_settings(run / "ablation_settings.json", settings, run)
 
 
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
