@@ -61,6 +61,17 @@ def check_settings(record: Path, settings: dict, folder: Path) -> bool:
     return True
 
 
+def fit_schedules(config: TrainerConfig, steps: int) -> None:
+    """Stretches or shrinks every learning-rate schedule of ``config`` to end at ``steps`` (in place).
+
+    A preset's schedules end at the preset's length; a shorter run would stop half-way down its decay.
+    """
+    for group in config.optimizers.values():
+        scheduler = group.get("scheduler")
+        if scheduler is not None and hasattr(scheduler, "max_steps"):
+            scheduler.max_steps = steps
+
+
 def finished(run: Path, steps: int) -> bool:
     """Whether the run saved its last step's checkpoint."""
     return (run / "nerfstudio_models" / f"step-{steps - 1:09d}.ckpt").exists()
@@ -78,7 +89,8 @@ def train_run(
     """Runs nerfstudio's trainer (no viewer) into :func:`run_dir`; resumes a partial run; returns the run folder.
 
     Args:
-        config: The method's trainer config (copied, not changed).
+        config: The method's trainer config (copied, not changed); its learning-rate schedules are fitted to
+            ``steps``.
         data: The capture.
         root: Folder the ``runs`` tree goes under.
         steps: Total iterations of the run.
@@ -92,6 +104,7 @@ def train_run(
     config.experiment_name = experiment
     config.timestamp = name
     config.max_num_iterations = steps
+    fit_schedules(config, steps)
     config.steps_per_save = max(100, steps // 10)
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
     config.vis = "tensorboard"  # the viewer would keep the process alive after training

@@ -107,6 +107,6 @@ avatarstudio_recon_cpu = MethodSpecification(
     ),
     description=(
         "AvatarStudio dynamic head NeRF, CPU preset for small captures (e.g. 8 cameras, 64 px): 1024 rays, "
-        "1.5k steps, small torch hash grid; logs to tensorboard (add --vis viewer for the viewer)."
+        f"{CPU_STEPS} steps, small torch hash grid; logs to tensorboard (add --vis viewer for the viewer)."
     ),
 )

@@ -13,7 +13,7 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
-from avatarstudio_ns.recon.deformation import DeformationField
+from avatarstudio_ns.recon.deformation import DeformationField, axis_angle_to_matrix
 from avatarstudio_ns.recon.frame_codes import FrameCodes
 from avatarstudio_ns.recon.model import AvatarReconModel, AvatarReconModelConfig
 from avatarstudio_ns.recon.schedulers import FloatExponentialDecaySchedulerConfig
@@ -95,11 +95,46 @@ def test_frame_codes_interpolate_neighbouring_frames():
 def test_deformation_starts_near_identity_and_broadcasts_codes():
     field = DeformationField(torch.tensor([[-1.0] * 3, [1.0] * 3]), code_dim=4)
     positions = torch.rand(5, 7, 3) * 2 - 1
-    offsets = field(positions, torch.randn(5, 1, 4))
-    assert offsets.shape == (5, 7, 3)
+    canonical, offsets = field(positions, torch.randn(5, 1, 4))
+    assert canonical.shape == offsets.shape == (5, 7, 3)
     assert offsets.abs().max() < 1e-2
+    assert torch.allclose(canonical, positions + offsets)
     hashed = DeformationField(torch.tensor([[-1.0] * 3, [1.0] * 3]), code_dim=4, encoding="hash")
-    assert hashed(positions, torch.randn(5, 1, 4)).shape == (5, 7, 3)
+    assert hashed.canonical_positions(positions, torch.randn(5, 1, 4)).shape == (5, 7, 3)
+
+
+def test_axis_angle_rotations():
+    quarter_turn_z = axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.pi / 2]))
+    assert torch.allclose(quarter_turn_z @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+    rotations = axis_angle_to_matrix(torch.randn(6, 3))
+    assert torch.allclose(rotations @ rotations.transpose(-1, -2), torch.eye(3).expand(6, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(rotations), torch.ones(6), atol=1e-5)
+    # smooth through zero: a tiny rotation is I + skew(w), with a finite gradient
+    w = torch.tensor([1e-6, -2e-6, 3e-6], requires_grad=True)
+    tiny = axis_angle_to_matrix(w)
+    assert torch.allclose(tiny[2, 1], w[0]) and torch.allclose(tiny[0, 2], w[1])
+    tiny[2, 1].backward()
+    assert torch.allclose(w.grad, torch.tensor([1.0, 0.0, 0.0]), atol=1e-5)
+
+
+def test_deformation_rigid_part_turns_the_head_and_is_not_a_non_rigid_offset():
+    box = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    field = DeformationField(box, code_dim=2)
+    with torch.no_grad():
+        # code (1, 0): a quarter turn about the vertical (y) axis through the box centre, then a shift in x
+        field.rigid_layer.weight.zero_()
+        field.rigid_layer.weight[1, 0] = math.pi / 2
+        field.rigid_layer.weight[3, 0] = 0.1
+    positions = torch.tensor([[[0.0, 0.0, 0.5], [0.0, 0.3, 0.0]]])
+    canonical, non_rigid = field(positions, torch.tensor([[[1.0, 0.0]]]))
+    expected = torch.tensor([[[0.6, 0.0, 0.0], [0.1, 0.3, 0.0]]])
+    assert torch.allclose(canonical - non_rigid, expected, atol=1e-6)
+    assert non_rigid.abs().max() < 1e-2
+    assert torch.allclose(field.canonical_positions(positions, torch.tensor([[[1.0, 0.0]]])), canonical)
+    # the other frame's code moves nothing rigidly
+    still, _ = field(positions, torch.tensor([[[0.0, 1.0]]]))
+    assert (still - positions).abs().max() < 1e-2
+    assert DeformationField(box, code_dim=2, rigid=False).rigid_layer is None
 
 
 def test_param_groups_are_named_and_partition_the_parameters():

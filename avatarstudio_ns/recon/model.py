@@ -80,6 +80,11 @@ class AvatarReconModelConfig(ModelConfig):
     """Width of the deformation MLP."""
     deformation_num_hidden_layers: int = 1
     """Hidden layers of the deformation MLP."""
+    deformation_rigid: bool = True
+    """A rigid motion per frame (rotation about the box centre + translation, from the frame code) before the
+    non-rigid offsets. Without it, head turns must be an offset field, which a small MLP smears: on the
+    synthetic capture (turns of 25 degrees) the face lost its eyes and lips. Turn off for captures whose cameras
+    already follow the head (tracked head poses)."""
     num_levels: int = 16
     """Levels of the canonical hash grid."""
     base_res: int = 16
@@ -138,7 +143,8 @@ class AvatarReconModelConfig(ModelConfig):
     distortion_loss_mult: float = 0.002
     """Distortion loss multiplier."""
     deformation_loss_mult: float = 0.01
-    """Weight of the mean squared deformation offset (prefers the least-motion canonical space)."""
+    """Weight of the mean squared non-rigid deformation offset (prefers the least-motion canonical space; the
+    rigid head motion is free)."""
     eval_normals: bool = True
     """Render normals (density gradient through the deformation) outside training; ns-export uses them."""
     implementation: Literal["auto", "tcnn", "torch"] = "auto"
@@ -182,6 +188,7 @@ class AvatarReconModel(Model):
             features_per_level=self.config.deformation_features_per_level,
             hidden_dim=self.config.deformation_hidden_dim,
             num_hidden_layers=self.config.deformation_num_hidden_layers,
+            rigid=self.config.deformation_rigid,
             implementation=implementation,
         )
         self.appearance = CanonicalAppearanceField(
@@ -346,8 +353,7 @@ class AvatarReconModel(Model):
             positions = ray_samples.frustums.get_positions()
             if compute_normals:
                 positions = positions.detach().requires_grad_(True)
-            offsets = self.deformation(positions, codes.unsqueeze(-2))
-            canonical = positions + offsets
+            canonical, offsets = self.deformation(positions, codes.unsqueeze(-2))
             density, geo_features = self.appearance.get_canonical_density(canonical)
             if compute_normals:
                 gradient = torch.autograd.grad(

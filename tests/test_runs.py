@@ -1,0 +1,28 @@
+"""Tests of the helpers that run nerfstudio training jobs from Python (avatarstudio_ns.runs)."""
+
+from __future__ import annotations
+
+import copy
+
+from avatarstudio_ns.runs import fit_schedules, settings_digest
+from method_configs.edit import avatarstudio_edit_fast
+from method_configs.recon import CPU_STEPS, avatarstudio_recon_cpu
+
+
+def test_fit_schedules_ends_every_decay_at_the_run_length():
+    for preset in (avatarstudio_recon_cpu.config, avatarstudio_edit_fast.config):
+        config = copy.deepcopy(preset)
+        fit_schedules(config, 123)
+        schedulers = [group["scheduler"] for group in config.optimizers.values()]
+        assert schedulers and all(s.max_steps == 123 for s in schedulers)
+    assert all(g["scheduler"].max_steps == CPU_STEPS for g in avatarstudio_recon_cpu.config.optimizers.values())
+
+
+def test_settings_digest_follows_steps_and_settings_not_paths(tmp_path):
+    config = copy.deepcopy(avatarstudio_recon_cpu.config)
+    digest = settings_digest(config, 100)
+    config.pipeline.datamanager.data = tmp_path / "elsewhere"
+    assert settings_digest(config, 100) == digest
+    assert settings_digest(config, 200) != digest
+    config.pipeline.model.deformation_rigid = False
+    assert settings_digest(config, 100) != digest
