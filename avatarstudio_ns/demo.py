@@ -52,9 +52,14 @@ class DemoConfig:
 
 
 def _avatar_settings(config: DemoConfig) -> dict:
-    """The settings the capture and the recon are made with (the edit's have their own run folders)."""
+    """The settings the capture and the recon are made with (the edit's have their own run folders), including a
+    digest of the recon preset, so an avatar made by an older version of the model is not reused."""
+    from method_configs.recon import avatarstudio_recon_cpu
+
     keys = ("num_cameras", "num_frames", "resolution", "recon_steps", "seed")
-    return {key: getattr(config, key) for key in keys}
+    settings = {key: getattr(config, key) for key in keys}
+    settings["recon_settings"] = settings_digest(avatarstudio_recon_cpu.config, config.recon_steps)
+    return settings
 
 
 def check_avatar_settings(root: Path, config: DemoConfig) -> None:
