@@ -40,8 +40,8 @@ class DemoConfig:
     """Image side of the capture, in pixels."""
     recon_steps: int = 1500
     """Iterations of the recon (avatarstudio-recon-cpu)."""
-    edit_steps: int = 150
-    """Iterations of the edit (avatarstudio-edit-fast)."""
+    edit_steps: int = 300
+    """Iterations of the edit (avatarstudio-edit-fast; its own length)."""
     identity_loss_mult: Optional[float] = None
     """Weight of the edit's identity loss (renders held to the captured keyframes); None: the fast preset's, which
     suits edits of a part of the head such as the hair. Lower it (e.g. 100) for skin tones or whole-head edits."""

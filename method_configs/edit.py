@@ -75,7 +75,7 @@ avatarstudio_edit_fast = MethodSpecification(
             datamanager=KeyframeDataManagerConfig(dataparser=AvatarStudioDataParserConfig(), render_resolution=64),
             # The identity loss holds skin and eyes to the capture, where the guidance's gradient is weak, so the
             # shared colour MLP can learn at the grid's rate without tinting the whole head (docs/edit_settings.md).
-            model=AvatarEditModelConfig(identity_loss_mult=700.0),
+            model=AvatarEditModelConfig(identity_loss_mult=1000.0),
             # A short annealed run falls below K = 600 within its first quarter, after which the paper's schedule
             # leaves the small base model alone to guide, and it repaints the whole head; mixing the personalised
             # model in at every t (K = 0) keeps the identity (measured in README, "Figures").

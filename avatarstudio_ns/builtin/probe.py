@@ -27,8 +27,8 @@ class ProbeConfig:
 
     width: int = 16
     """Channels of the first convolution (doubling twice)."""
-    steps: int = 400
-    """Optimiser steps."""
+    steps: int = 1500
+    """Optimiser steps (400 left it at 84 % on the skin tones of real renders, 1500 at 90 %)."""
     batch_size: int = 64
     """Images per step."""
     lr: float = 2e-3

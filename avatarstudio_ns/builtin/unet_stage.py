@@ -28,7 +28,7 @@ from avatarstudio_ns.builtin.progress import StageProgress
 class UnetStageConfig:
     """How the UNet and the text encoder are trained."""
 
-    steps: int = 3000
+    steps: int = 4000
     """Optimiser steps (an upper bound when ``max_minutes`` is set)."""
     max_minutes: float | None = None
     """Stop early after this much training time, summed over resumed runs; None trains all ``steps``. The

@@ -32,9 +32,9 @@ from avatarstudio_ns.guidance.small_model import SmallModelConfig, build_vae
 class VaeStageConfig:
     """How the autoencoder is trained."""
 
-    steps: int = 600
-    """Optimiser steps."""
-    full_image_steps: int = 100
+    steps: int = 3000
+    """Optimiser steps (600 left hue and skin tone half lost in a round trip; see docs/builtin_model.md)."""
+    full_image_steps: int = 500
     """The last steps, which see whole images instead of crops."""
     crop: int = 32
     """Side of the random crops of the earlier steps, pixels (a multiple of the latent downsampling)."""
