@@ -29,7 +29,9 @@ def settings_digest(config: TrainerConfig, steps: int) -> str:
     The capture path and the personalisation folder are left out, so the digest does not change with how a folder
     is spelled or where it was moved.
     """
-    pipeline = copy.deepcopy(config.pipeline)
+    config = copy.deepcopy(config)
+    fit_schedules(config, steps)  # digest the schedules the run will use
+    pipeline = config.pipeline
     pipeline.datamanager.data = None
     pipeline.datamanager.dataparser.data = Path(".")
     if hasattr(pipeline, "guidance") and hasattr(pipeline.guidance, "personalization"):
@@ -62,7 +64,8 @@ def check_settings(record: Path, settings: dict, folder: Path) -> bool:
 
 
 def fit_schedules(config: TrainerConfig, steps: int) -> None:
-    """Stretches or shrinks every learning-rate schedule of ``config`` to end at ``steps`` (in place).
+    """Stretches or shrinks the learning-rate schedules of ``config`` that have a ``max_steps`` to end at ``steps``
+    (in place).
 
     A preset's schedules end at the preset's length; a shorter run would stop half-way down its decay.
     """

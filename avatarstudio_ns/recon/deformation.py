@@ -18,7 +18,15 @@ from avatarstudio_ns.recon.grid_encoding import DenseGridEncoding
 
 
 def axis_angle_to_matrix(axis_angle: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 3 3"]:
-    """Rotation matrices from axis-angle vectors (Rodrigues), smooth through the zero rotation."""
+    """Rotation matrices from axis-angle vectors (Rodrigues), smooth through the zero rotation.
+
+    Args:
+        axis_angle: rotation axes scaled by their angles (radians); float32 or wider (the small-angle threshold
+            underflows in half precision).
+
+    Returns:
+        The rotation matrices.
+    """
     theta2 = axis_angle.pow(2).sum(-1, keepdim=True)[..., None]
     small = theta2 < 1e-8
     theta = theta2.clamp_min(1e-8).sqrt()
@@ -117,18 +125,39 @@ class DeformationField(nn.Module):
     def rigid_motion(
         self, positions: Float[Tensor, "*bs 3"], codes: Float[Tensor, "*code_bs code_dim"]
     ) -> Float[Tensor, "*bs 3"]:
-        """Positions moved by the frames' rigid motions: R(e) (p - c) + c + t(e), c the box centre."""
+        """Positions moved by the frames' rigid motions: R(e) (p - c) + c + t(e), c the box centre.
+
+        Computed in float32 even under mixed precision: half precision would round the positions by a fraction of
+        the finest grid cell and break the small-angle branch of the rotation.
+
+        Args:
+            positions: world positions.
+            codes: frame codes, broadcastable to the positions' batch shape.
+
+        Returns:
+            The moved positions, in the positions' dtype.
+        """
         if self.rigid_layer is None:
             return positions
-        rotation, translation = self.rigid_layer(codes.to(positions.dtype)).split(3, dim=-1)
-        centre = self.aabb.mean(dim=0).to(positions.dtype)
-        rotated = (axis_angle_to_matrix(rotation) @ (positions - centre).unsqueeze(-1)).squeeze(-1)
-        return rotated + centre + translation
+        with torch.autocast(device_type=positions.device.type, enabled=False):
+            rotation, translation = self.rigid_layer(codes.float()).split(3, dim=-1)
+            centre = self.aabb.mean(dim=0).float()
+            offset = (positions.float() - centre).unsqueeze(-1)
+            moved = (axis_angle_to_matrix(rotation) @ offset).squeeze(-1) + centre + translation
+        return moved.to(positions.dtype)
 
     def non_rigid_offsets(
         self, positions: Float[Tensor, "*bs 3"], codes: Float[Tensor, "*code_bs code_dim"]
     ) -> Float[Tensor, "*bs 3"]:
-        """The non-rigid offsets at (rigidly moved) positions."""
+        """The non-rigid offsets at (rigidly moved) positions.
+
+        Args:
+            positions: positions after the rigid motion.
+            codes: frame codes, broadcastable to the positions' batch shape.
+
+        Returns:
+            Offsets to add to the positions.
+        """
         normalized = SceneBox.get_normalized_positions(positions, self.aabb).clamp(0.0, 1.0)
         features = self.encoding(normalized.reshape(-1, 3)).to(positions.dtype)
         h = self.position_layer(features).reshape(*positions.shape[:-1], -1)
