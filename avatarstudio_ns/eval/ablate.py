@@ -161,8 +161,9 @@ class AblationConfig:
     """Edit preset every method starts from: fast (avatarstudio-edit-fast, CPU) or paper (avatarstudio-edit)."""
     base_model: str = "builtin"
     """Base diffusion model: builtin, a local diffusers folder or a Hugging Face id."""
-    steps: int = 150
-    """Edit iterations of every method."""
+    steps: int = 300
+    """Edit iterations of every method (300: the fast preset's own length, which its identity weight is tuned for;
+    the README's ablation table used 150 with the preset of that time)."""
     personalization_steps: int | None = None
     """Steps of each personalisation; None: the preset's."""
     seed: int = 0
