@@ -60,7 +60,11 @@ def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
     edit_config, _ = edited
     before, after = _model_state(recon_config), _model_state(edit_config)
     colour = [k for k in after if k.startswith("appearance.colour_base.")]
-    assert colour and before.keys() == after.keys() - set(colour)
+    # The edit adds its colour grid and the recon step it samples at (see update_to_step).
+    assert colour and before.keys() == after.keys() - set(colour) - {"recon_step"}
+    assert int(after["recon_step"]) == torch.load(
+        find_checkpoint(recon_config.get_base_dir() / "nerfstudio_models"), weights_only=True
+    )["step"]
     # The deformation, codes, proposals and the canonical density (grid + density MLP) are the recon's.
     frozen = [
         k
@@ -102,9 +106,11 @@ def test_a_recon_loads_into_the_edit_model_with_identical_renders(recon, trainab
         num_train_data=recon_model.num_train_data,
         metadata=recon_model.kwargs["metadata"],
     )
+    # eval_setup loaded the recon's last checkpoint; the edit samples as the recon did at that step.
+    checkpoint = find_checkpoint(recon_config.get_base_dir() / "nerfstudio_models")
+    edit_model.start_from_recon_step(torch.load(checkpoint, weights_only=True)["step"])
     edit_model.load_state_dict(recon_model.state_dict())
     edit_model.eval()
-    recon_model.proposal_sampler.set_anneal(1.0)  # what the edit samples with (this short recon is still annealing)
     camera = pipeline.datamanager.train_dataset.cameras[0:1]
     with torch.no_grad():
         expected = recon_model.get_outputs_for_camera(camera)["rgb"]
@@ -118,6 +124,55 @@ def test_a_recon_loads_into_the_edit_model_with_identical_renders(recon, trainab
             continue
         should_train = name.startswith(tuple("appearance." + prefix for prefix in trained))
         assert (id(parameter) in group) == should_train == parameter.requires_grad, name
+
+
+def _render_rays(model, ray_bundle) -> torch.Tensor:
+    with torch.no_grad():
+        return model.get_outputs_for_camera_ray_bundle(ray_bundle.reshape((1, -1)))["rgb"].reshape(-1, 3)
+
+
+def test_the_edits_first_keyframe_render_is_the_recons_render_as_ns_eval_makes_it(recon, tmp_path):
+    """Loading the recon into the edit must keep its sampling state (nerfstudio's load at step 0 reset the proposal
+    weighting to uniform resampling, so the edit trained on other images than the recon renders)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from avatarstudio_ns.data.keyframes import avatar_keyframes
+
+    capture, recon_config = recon
+    config = copy.deepcopy(avatarstudio_edit_fast.config)
+    config.pipeline.datamanager.data = capture
+    config.pipeline.datamanager.render_resolution = 32
+    config.pipeline.keyframes.n_time = 1
+    config.load_dir = recon_config.get_base_dir() / "nerfstudio_models"
+    quiet_config(config, tmp_path, 1)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    pipeline = trainer.pipeline
+    datamanager = pipeline.datamanager
+    # The keyframes the guidance would choose, without loading a diffusion model.
+    codes = pipeline.model.get_frame_embeddings()
+    keyframes = avatar_keyframes(codes, datamanager.train_dataset, datamanager.eval_dataset, config.pipeline.keyframes)
+    datamanager.set_keyframes(keyframes)
+    _, recon_pipeline, _, _ = eval_setup(recon_config.get_base_dir() / "config.yml", test_mode="inference")
+    pipeline.model.eval()  # no stratified jitter: the sampling state alone decides the render
+    for _ in keyframes:
+        ray_bundle, batch = datamanager.next_train(0)
+        camera = datamanager.keyframe_camera(batch["keyframe_index"])
+        with torch.no_grad():
+            expected = recon_pipeline.model.get_outputs_for_camera(camera)["rgb"].reshape(-1, 3)
+        assert torch.allclose(_render_rays(pipeline.model, ray_bundle), expected, atol=1e-5)
+
+
+def test_an_edit_reloaded_as_ns_eval_does_renders_what_it_trained_on(edited):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    config, trainer = edited
+    _, reloaded, _, _ = eval_setup(config.get_base_dir() / "config.yml", test_mode="inference")
+    model = trainer.pipeline.model
+    model.eval()
+    camera = trainer.pipeline.datamanager.keyframe_camera(0)
+    ray_bundle = camera.generate_rays(camera_indices=0, keep_shape=False)
+    assert torch.allclose(_render_rays(model, ray_bundle), _render_rays(reloaded.model, ray_bundle), atol=1e-5)
 
 
 def test_edit_runs_its_own_steps_and_keeps_diffusion_weights_out(edited):

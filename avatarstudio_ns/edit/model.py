@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Type
 
+import torch
 import torch.nn.functional as F
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from torch import Tensor
@@ -58,8 +59,23 @@ class AvatarEditModel(AvatarReconModel):
             frozen.append(self.appearance.mlp_head)
         for module in frozen:
             module.requires_grad_(False)
-        # The proposals were trained by the recon: sample with their final weighting from the first step.
-        self.proposal_sampler.set_anneal(1.0)
+        # The recon's step at which the edit started: the proposals' sampling state is the recon's there (saved with
+        # the edit, so ns-eval / ns-render of the edit sample as the edit trained).
+        self.register_buffer("recon_step", torch.zeros((), dtype=torch.long))
+
+    def start_from_recon_step(self, step: int) -> None:
+        """Records the step of the recon checkpoint the edit starts from and samples as the recon did there."""
+        self.recon_step.fill_(int(step))
+        self.update_to_step(int(step))
+
+    def update_to_step(self, step: int) -> None:
+        """Restores the recon's sampling state at ``recon_step``, whatever the edit's own ``step``.
+
+        The edit never trains the proposal networks, so its steps must not move their weighting: nerfstudio calls
+        this with the edit's step on every load, and the recon's schedule at that step (uniform resampling at step
+        0) would render other images than the recon's own.
+        """
+        super().update_to_step(int(self.recon_step))
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         """Only the canonical appearance is optimised (the parts ``trainable`` names): "appearance" (hash grid, and
@@ -82,7 +98,12 @@ class AvatarEditModel(AvatarReconModel):
                 state.update(
                     {prefix + key[len(source) :]: v for key, v in state_dict.items() if key.startswith(source)}
                 )
-        return super().load_state_dict(state, strict=strict, assign=assign)
+        # A recon's state has no recon_step: keep the one the trainer recorded (start_from_recon_step).
+        state.setdefault("recon_step", self.recon_step.clone())
+        result = super().load_state_dict(state, strict=strict, assign=assign)
+        # nerfstudio updates to the step before it loads the state: sample as the loaded recon_step says.
+        self.update_to_step(int(self.recon_step))
+        return result
 
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes

@@ -125,6 +125,9 @@ class EditTrainer(Trainer):
             super()._load_checkpoint()
             CONSOLE.print(f"Resumed the edit from {path} at step {self._start_step}.")
             return
-        self.pipeline.load_pipeline(loaded["pipeline"], step=0)
+        # The edit samples as the recon did at its last step (not at step 0: uniform resampling), see update_to_step.
+        recon_step = int(loaded.get("step", 0))
+        self.pipeline.model.start_from_recon_step(recon_step)
+        self.pipeline.load_pipeline(loaded["pipeline"], step=recon_step)
         self._start_step = 0
         CONSOLE.print(f"Loaded the avatar's weights from {path}; editing with fresh optimisers from step 0.")
