@@ -1,8 +1,12 @@
 """Keyframe selection (METHOD section 2, paper section 3.2.2) and the keyframe manifest.
 
 The keyframe set K is every camera of the first timestep, plus ``n_time`` frames seen from the frontal
-camera: the frames whose per-frame code e_j lies farthest from the mean code, so the personalised model
-sees the most distinct expressions, without two neighbouring (near-duplicate) frames.
+camera, chosen from the per-frame codes e_j so that the personalised model sees the most distinct expressions.
+The paper takes the frames farthest from the mean code, skipping neighbours of chosen frames; on a long
+capture those can all sit around one peak of the performance (one wide-open mouth, its neighbours two frames
+away). The default therefore picks by farthest point in code space: each new frame is the one farthest from
+every frame already covered (the first frame included), so the picks spread over the performance's distinct
+expressions whatever its length.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -52,6 +57,11 @@ class KeyframeSelectionConfig:
 
     n_time: int = 6
     """Frames added from the frontal camera (the paper: 6)."""
+    rule: Literal["farthest", "deviant"] = "farthest"
+    """How the frames are chosen from the per-frame codes. farthest (default): each frame is the one farthest (L1)
+    from every frame already chosen or covered by the first-frame keyframes, so the picks cover the performance's
+    distinct expressions; deviant: the paper's rule, the frames farthest from the mean code (on a long capture they
+    can cluster around one peak)."""
     min_gap: int = 1
     """Chosen frames are at least ``min_gap + 1`` frames apart: frames within ``min_gap`` of a chosen one
     (the first timestep included) count as near-duplicates and are skipped."""
@@ -99,6 +109,46 @@ def select_deviant_frames(
     return chosen
 
 
+def select_farthest_frames(
+    codes: Float[Tensor, "T D"], n: int, min_gap: int = 1, excluded: Iterable[int] = (0,), eligible=None
+) -> list[int]:
+    """Greedily pick ``n`` code rows by farthest point sampling in code space (L1 distance).
+
+    Each pick is the eligible row whose nearest already covered row (an excluded or chosen one) is farthest
+    away; with nothing covered, the first pick is the row farthest from the mean code.
+
+    Args:
+        codes: Per-frame codes, one row per frame in performance order.
+        n: How many rows to pick.
+        min_gap: Rows within ``min_gap`` of an already chosen or excluded row are skipped.
+        excluded: Rows already covered (the first timestep is, by the first-frame keyframes).
+        eligible: Optional set of rows allowed at all (e.g. those the frontal camera saw).
+
+    Returns:
+        Chosen rows in the order picked (fewer than ``n`` when the gaps leave no candidates).
+    """
+    codes = codes.detach().float()
+    rows = torch.arange(codes.shape[0])
+    allowed = torch.ones(codes.shape[0], dtype=torch.bool)
+    if eligible is not None:
+        allowed &= torch.isin(rows, torch.as_tensor(sorted(eligible), dtype=torch.long))
+    covered = [j for j in excluded if 0 <= j < codes.shape[0]]
+    if covered:
+        nearest = torch.cdist(codes, codes[covered], p=1).min(dim=1).values
+    else:
+        nearest = frame_deviation(codes)
+    for j in excluded:
+        allowed &= (rows - j).abs() > min_gap
+    chosen: list[int] = []
+    while len(chosen) < n and bool(allowed.any()):
+        # Ties go to the earliest row (argmax of the first maximum), so the choice is deterministic.
+        j = int(torch.where(allowed, nearest, torch.full_like(nearest, -1.0)).argmax())
+        chosen.append(j)
+        allowed &= (rows - j).abs() > min_gap
+        nearest = torch.minimum(nearest, (codes - codes[j]).abs().sum(dim=-1))
+    return chosen
+
+
 def select_keyframes(
     codes: Float[Tensor, "T D"] | None,
     available: Iterable[tuple[int, int]],
@@ -117,7 +167,7 @@ def select_keyframes(
             when their count equals the number of rows, else row j is timestep j.
 
     Returns:
-        First-timestep keyframes (by camera), then the deviant frontal frames (most deviant first).
+        First-timestep keyframes (by camera), then the frontal frames in the order ``config.rule`` picked them.
     """
     config = config or KeyframeSelectionConfig()
     pairs = sorted(set((int(c), int(t)) for c, t in available))
@@ -151,7 +201,9 @@ def select_keyframes(
     if not frontal_timesteps:
         raise ValueError(f"Frontal camera {frontal} has no images in the capture.")
     eligible = {row_of[t] for t in frontal_timesteps if t in row_of}
-    rows = select_deviant_frames(codes, config.n_time, config.min_gap, [row_of.get(first, -(10**9))], eligible)
+    select = select_farthest_frames if config.rule == "farthest" else select_deviant_frames
+    excluded = [row_of[first]] if first in row_of else []
+    rows = select(codes, config.n_time, config.min_gap, excluded, eligible)
     if len(rows) < config.n_time:
         logger.warning(
             "Only %d of %d time keyframes fit the gap of %d frames.", len(rows), config.n_time, config.min_gap
