@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures.vhap_capture import (
+    COMBINED_FOLDER,
+    COMBINED_SEQUENCES,
+    COMBINED_ZOOM,
     DNERF_CAMERA_ANGLE_X,
     FRONTAL_CAMERA,
     HEAD_CENTER,
@@ -23,6 +26,7 @@ from fixtures.vhap_capture import (
     frame_intrinsics,
     write_dnerf_capture,
     write_vhap_capture,
+    write_vhap_combined_capture,
 )
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from PIL import Image
@@ -34,10 +38,19 @@ from method_configs.data import avatarstudio_data
 NUM_TIMESTEPS = 3
 """Timesteps of the VHAP fixture's train/val splits; its test split is at the unseen timestep 3."""
 
+COMBINED_TIMESTEPS = 2
+"""Timesteps of each sequence of the combined VHAP fixture."""
+
 
 @pytest.fixture(scope="module")
 def vhap(tmp_path_factory) -> Path:
     return write_vhap_capture(tmp_path_factory.mktemp("vhap"), num_timesteps=NUM_TIMESTEPS)
+
+
+@pytest.fixture(scope="module")
+def combined(tmp_path_factory) -> Path:
+    """VHAP's combination of two sequences (see ``write_vhap_combined_capture``); the combined folder."""
+    return write_vhap_combined_capture(tmp_path_factory.mktemp("combined"), num_timesteps=COMBINED_TIMESTEPS)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +99,7 @@ def test_vhap_capture_loads(vhap):
         assert len(meta["fg_mask_filenames"]) == len(out.image_filenames)
         assert all(p.is_file() and p.parent.name == "fg_masks" for p in meta["fg_mask_filenames"])
         assert meta["semantic_filenames"] is None and meta["canonical_filenames"] is None
+        assert meta["flame_param_filenames"] is None
         assert meta["background_color"] is None and out.alpha_color is None
         assert meta["camera_indices"].dtype == torch.long and meta["timestep_indices"].dtype == torch.long
         assert meta["num_timesteps"] == NUM_TIMESTEPS + 1
@@ -138,6 +152,65 @@ def test_json_file_path_and_frontal_camera_from_json(vhap, tmp_path):
     shutil.copytree(vhap, capture)
     edit_json(capture / "transforms_train.json", lambda meta: meta.update(frontal_camera_index=3))
     assert parse(capture)["val"].metadata["frontal_camera_index"] == 3
+
+
+def test_vhap_combined_capture_loads(combined):
+    outputs = parse(combined)
+    assert [len(outputs[s].image_filenames) for s in ("train", "val", "test")] == [
+        15 * COMBINED_TIMESTEPS,
+        COMBINED_TIMESTEPS,
+        16 * COMBINED_TIMESTEPS,
+    ]
+    last_timestep = 2 * COMBINED_TIMESTEPS - 1
+    for split, out in outputs.items():
+        # train/val are the first sequence, test the second one, whose timesteps follow the first's.
+        sequence = 1 if split == "test" else 0
+        folder = combined.parent / COMBINED_SEQUENCES[sequence]
+        meta = out.metadata
+        assert meta["num_timesteps"] == 2 * COMBINED_TIMESTEPS
+        for i, path in enumerate(out.image_filenames):
+            timestep, camera = name_parts(path)  # the image name has the sequence's own timestep
+            name = f"{timestep:05d}_{camera:02d}"
+            assert path == folder / "images" / f"{name}.jpg", "'../<sequence>/' resolved to the sibling folder"
+            assert meta["fg_mask_filenames"][i] == folder / "fg_masks" / f"{name}.png"
+            assert meta["flame_param_filenames"][i] == folder / "flame_param" / f"{timestep:05d}.npz"
+            combined_timestep = timestep + sequence * COMBINED_TIMESTEPS
+            assert meta["timestep_indices"][i].item() == combined_timestep
+            assert out.cameras.times[i].item() == pytest.approx(combined_timestep / last_timestep)
+            assert meta["camera_indices"][i].item() == camera
+            # The second sequence's frames give their focal lengths as camera_angle_x/y only; the top level's
+            # fl_x/fl_y (the last frame's) must not replace them.
+            k = frame_intrinsics(camera, COMBINED_ZOOM[sequence])
+            cam = out.cameras[i]
+            assert cam.fx.item() == pytest.approx(k["fl_x"], rel=1e-5)
+            assert cam.fy.item() == pytest.approx(k["fl_y"], rel=1e-5)
+            assert cam.cx.item() == pytest.approx(k["cx"]) and cam.cy.item() == pytest.approx(k["cy"])
+            assert (cam.width.item(), cam.height.item()) == (WIDTH, HEIGHT)
+    assert set(outputs["val"].metadata["camera_indices"].tolist()) == {HELD_OUT_CAMERA}
+
+
+def test_vhap_combined_capture_without_flame_params(combined, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(combined.parent, export)
+    for sequence in COMBINED_SEQUENCES:
+        shutil.rmtree(export / sequence / "flame_param")
+    edit_json(export / COMBINED_FOLDER / "transforms_test.json", lambda meta: meta["frames"][0].pop("flame_param_path"))
+    outputs = parse(export / COMBINED_FOLDER)  # FLAME parameters are never read, missing or not
+    assert len(outputs["train"].metadata["flame_param_filenames"]) == len(outputs["train"].image_filenames)
+    assert outputs["test"].metadata["flame_param_filenames"] is None
+
+
+def test_vhap_combined_capture_missing_sequence_folder(combined, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(combined.parent, export)
+    shutil.rmtree(export / COMBINED_SEQUENCES[1])
+    with pytest.raises(CaptureFormatError) as info:
+        parse(export / COMBINED_FOLDER)
+    message = str(info.value)
+    assert str(export / COMBINED_FOLDER / "transforms_test.json") in message, "names the file with the bad path"
+    assert f"frame 0 (../{COMBINED_SEQUENCES[1]}/images/00000_00.jpg)" in message
+    assert f"the folder {export / COMBINED_SEQUENCES[1]} does not exist" in message
+    assert "\n" not in message and message.endswith(".")
 
 
 def test_dnerf_capture_loads(dnerf):

@@ -1,6 +1,10 @@
 """The ``avatarstudio`` command: one tyro subcommand per tool.
 
 Each subcommand is a config dataclass with a ``main()`` method, defined in its own module here.
+
+Python runs ``avatarstudio_ns/__init__.py`` before this module's imports load nerfstudio, so the filters of
+``avatarstudio_ns.warnings_filter`` already keep the dependencies' own warnings (torch.jit.script deprecation at
+nerfstudio's import, torch indexing deprecations from nerfstudio's cameras, ...) off the command's output.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +92,8 @@ class _Frame:
     fg_mask: Path | None
     semantic: Path | None
     canonical: Path | None
+    flame_param: Path | None
+    """VHAP's per-timestep FLAME parameters; recorded for other tools, never read."""
 
 
 @dataclass
@@ -123,6 +126,8 @@ class AvatarStudioDataParser(DataParser):
       (front arc) rig, else None (see ``_guess_frontal_camera``).
     - ``background_color``: FloatTensor [3] or None, the backdrop colour (also the ``alpha_color``).
     - ``fg_mask_filenames``, ``semantic_filenames``, ``canonical_filenames``: list of Paths or None.
+    - ``flame_param_filenames``: list of Paths (VHAP's ``flame_param_path``, not checked or read) or None unless
+      every frame of the split has one.
     - ``capture_format``: "vhap" or "dnerf".
 
     Foreground masks are deliberately not ``mask_filenames``; ``AvatarDataset`` adds them to batches as
@@ -166,6 +171,7 @@ class AvatarStudioDataParser(DataParser):
             "fg_mask_filenames": _all_or_none([f.fg_mask for f in frames]),
             "semantic_filenames": _all_or_none([f.semantic for f in frames]),
             "canonical_filenames": _all_or_none([f.canonical for f in frames]),
+            "flame_param_filenames": _all_or_none([f.flame_param for f in frames]),
             "capture_format": capture.fmt,
         }
         return DataparserOutputs(
@@ -313,6 +319,9 @@ class AvatarStudioDataParser(DataParser):
         root = path.parent
         image = _resolve(root, frame["file_path"], default_suffix=".png" if fmt == "dnerf" else None)
         if not image.is_file():
+            missing = _missing_folder(image)
+            if missing is not None:  # e.g. a combined export whose '../<sequence>/' folder was not copied along
+                raise fail(f"the image file {image} does not exist because the folder {missing} does not exist")
             raise fail(f"the image file {image} does not exist")
 
         pose = np.asarray(frame.get("transform_matrix", []), dtype=object)
@@ -347,6 +356,8 @@ class AvatarStudioDataParser(DataParser):
         for key, v in value.items():
             if v is not None and (not _is_number(v) or not math.isfinite(float(v)) or float(v) <= 0):
                 raise fail(f"{key} must be a positive number, got {v!r}")
+            if v is not None and key.startswith("camera_angle") and float(v) >= math.pi:
+                raise fail(f"{key} must be a field of view in radians, below pi, got {v!r}")
         size = None
         if value["w"] is None or value["h"] is None or self.config.check_image_sizes:
             size = _image_size(image, fail)
@@ -354,18 +365,15 @@ class AvatarStudioDataParser(DataParser):
         height = int(value["h"]) if value["h"] is not None else size[1]  # type: ignore[index]
         if size is not None and size != (width, height):
             raise fail(f"the image {image} is {size[0]}x{size[1]} pixels but the JSON states w={width}, h={height}")
-        if value["fl_x"] is not None:
-            fx = float(value["fl_x"])
-        elif value["camera_angle_x"] is not None:
-            fx = 0.5 * width / math.tan(0.5 * float(value["camera_angle_x"]))
-        else:
+        # A frame's own focal length, as fl_x or as camera_angle_x, wins over the top level's: VHAP's top level
+        # repeats one frame's intrinsics, so in a combined export it belongs to another camera and sequence.
+        fx = _focal(frame, "fl_x", "camera_angle_x", width)
+        fx = _focal(meta, "fl_x", "camera_angle_x", width) if fx is None else fx
+        if fx is None:
             raise fail("no focal length is given (fl_x or camera_angle_x, in the frame or at the top level)")
-        if value["fl_y"] is not None:
-            fy = float(value["fl_y"])
-        elif value["camera_angle_y"] is not None:
-            fy = 0.5 * height / math.tan(0.5 * float(value["camera_angle_y"]))
-        else:
-            fy = fx
+        fy = _focal(frame, "fl_y", "camera_angle_y", height)
+        fy = _focal(meta, "fl_y", "camera_angle_y", height) if fy is None else fy
+        fy = fx if fy is None else fy
         cx = float(value["cx"]) if value["cx"] is not None else width / 2.0
         cy = float(value["cy"]) if value["cy"] is not None else height / 2.0
 
@@ -381,6 +389,11 @@ class AvatarStudioDataParser(DataParser):
             if not extras[key].is_file():  # type: ignore[union-attr]
                 kind = {"fg_mask_path": "mask", "semantic_path": "semantic label", "canonical_path": "canonical"}[key]
                 raise fail(f"the {kind} file {extras[key]} does not exist")
+        # VHAP's FLAME parameters (combined exports point into the sequence folders): kept, but neither required
+        # nor checked, as nothing here reads them.
+        flame_param = frame.get("flame_param_path")
+        if flame_param is not None and not isinstance(flame_param, str):
+            raise fail(f"flame_param_path must be a path string, got {flame_param!r}")
         if extras["fg_mask_path"] is not None and self.config.check_image_sizes:
             mask_size = _image_size(extras["fg_mask_path"], fail)
             if mask_size != (width, height):
@@ -404,6 +417,7 @@ class AvatarStudioDataParser(DataParser):
             fg_mask=extras["fg_mask_path"],
             semantic=extras["semantic_path"],
             canonical=extras["canonical_path"],
+            flame_param=None if flame_param is None else _resolve(root, flame_param, default_suffix=None),
         )
 
     # ---------------------------------------------------------------------------------------------- geometry
@@ -539,10 +553,37 @@ def _apply_transform(frames: list[_Frame], transform: Tensor, scale: float) -> F
 
 
 def _resolve(root: Path, file_path: str, default_suffix: str | None) -> Path:
+    """The path of a file named in a JSON: relative to the JSON's folder, '..' folded away where that is safe."""
     path = root / Path(file_path)
     if default_suffix is not None and path.suffix == "":
         path = path.with_name(path.name + default_suffix)
+    if ".." in path.parts:
+        # Combined VHAP exports point into sibling folders ('../<sequence>/images/...'). Fold the '..' away so the
+        # path reads well and compares equal to the same file's other paths, unless a symlinked folder makes the
+        # folded path another file than the one the OS opens.
+        folded = Path(os.path.normpath(path))
+        if folded.resolve() == path.resolve():
+            path = folded
     return path
+
+
+def _missing_folder(path: Path) -> Path | None:
+    """The outermost missing folder above a missing file, or None when the file's own folder exists."""
+    missing = None
+    for folder in path.parents:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _focal(values: dict, focal_key: str, angle_key: str, size: int) -> float | None:
+    """A focal length in pixels from values' focal_key, else from its field of view angle_key; None if neither."""
+    if values.get(focal_key) is not None:
+        return float(values[focal_key])
+    if values.get(angle_key) is not None:
+        return 0.5 * size / math.tan(0.5 * float(values[angle_key]))
+    return None
 
 
 def _image_size(path: Path, fail: Any) -> tuple[int, int]:
