@@ -60,8 +60,13 @@ def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
     edit_config, _ = edited
     before, after = _model_state(recon_config), _model_state(edit_config)
     colour = [k for k in after if k.startswith("appearance.colour_base.")]
-    # The edit adds its colour grid and the recon step it samples at (see update_to_step).
-    assert colour and before.keys() == after.keys() - set(colour) - {"recon_step"}
+    # The edit adds its colour grid, the recon step it samples at (see update_to_step), a frozen copy of the
+    # recon's colour MLP and its edit region.
+    added = {k for k in after if k.startswith(("original_head.", "edit_region."))} | {"recon_step"}
+    assert colour and before.keys() == after.keys() - set(colour) - added
+    assert bool(after["edit_region.fitted"]), "the edit found no edit region"
+    for key in [k for k in after if k.startswith("original_head.")]:
+        assert torch.equal(after[key], before[key.replace("original_head.", "appearance.mlp_head.")])
     assert int(after["recon_step"]) == torch.load(
         find_checkpoint(recon_config.get_base_dir() / "nerfstudio_models"), weights_only=True
     )["step"]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Type
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from torch import Tensor
 from torch.nn import Parameter
 
+from avatarstudio_ns.edit.region import EditRegion
 from avatarstudio_ns.guidance.regularizers import opacity_entropy
 from avatarstudio_ns.recon.model import AvatarReconModel, AvatarReconModelConfig
 
@@ -33,6 +37,8 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     the paper). The guidance's gradient is strong where the prompt asks for a change and weak elsewhere, so a
     small weight holds what the prompt does not mention (skin, eyes) to the capture while the hair still
     changes; too large a weight holds the edit back too."""
+    region_resolution: int = 32
+    """Voxels per side of the canonical grid that holds the edit region (``--pipeline.region`` finds it)."""
     entropy_loss_mult: float = 1e-3
     """Weight of the binary entropy of each ray's opacity (METHOD Eq. 9): keeps an edit that changes the geometry
     from fogging the background or thinning the surface (constant when the geometry is kept)."""
@@ -57,6 +63,11 @@ class AvatarEditModel(AvatarReconModel):
             frozen.append(self.appearance.mlp_base)
         if self.config.trainable == "colour_grid":
             frozen.append(self.appearance.mlp_head)
+        # The recon's colour, kept frozen: outside the edit region the edited avatar shows it unchanged.
+        self.original_head = copy.deepcopy(self.appearance.mlp_head)
+        self.original_base = copy.deepcopy(self.appearance.mlp_base) if self.config.trainable == "all" else None
+        frozen += [self.original_head] + ([self.original_base] if self.original_base is not None else [])
+        self.edit_region = EditRegion(self.scene_box.aabb, self.config.region_resolution)
         for module in frozen:
             module.requires_grad_(False)
         # The recon's step at which the edit started: the proposals' sampling state is the recon's there (saved with
@@ -76,6 +87,43 @@ class AvatarEditModel(AvatarReconModel):
         0) would render other images than the recon's own.
         """
         super().update_to_step(int(self.recon_step))
+
+    def sample_colours(
+        self,
+        canonical: Float[Tensor, "*bs num_samples 3"],
+        geo_features: Float[Tensor, "*bs num_samples geo_feat_dim"],
+        directions: Float[Tensor, "*bs num_samples 3"],
+        codes: Float[Tensor, "*bs 1 code_dim"] | None,
+    ) -> dict[str, Tensor]:
+        """The edited colour inside the edit region, the recon's outside; also the region (``edit_region``)."""
+        outputs = super().sample_colours(canonical, geo_features, directions, codes)
+        if not bool(self.edit_region.fitted):
+            return outputs
+        region = self.edit_region(canonical)
+        with torch.no_grad():
+            features = geo_features
+            if self.original_base is not None:
+                positions, _ = self.appearance._grid_inputs(canonical)
+                features = self.original_base(positions).reshape(*canonical.shape[:-1], -1)[..., 1:]
+            original = self.appearance.get_canonical_rgb(features, directions, codes, head=self.original_head)
+        outputs["rgb"] = original + region * (outputs["rgb"] - original)
+        outputs["edit_region"] = region
+        return outputs
+
+    @torch.no_grad()
+    def canonical_surface(self, camera: Cameras) -> tuple[Float[Tensor, "h w 3"], Float[Tensor, "h w"], Tensor]:
+        """Where each pixel of ``camera`` sees the head, in canonical space, with the render.
+
+        Returns:
+            Canonical positions of the rendered surface (expected depth along each ray, through the fixed
+            deformation at the camera's time), the accumulation, and the rendered rgb [h, w, 3].
+        """
+        outputs = self.get_outputs_for_camera(camera)
+        rays = camera.generate_rays(camera_indices=0, keep_shape=True).to(self.device)
+        points = rays.origins + rays.directions * outputs["expected_depth"]
+        codes = self.frame_codes(self.get_ray_times(rays))
+        canonical = self.deform(points.reshape(-1, 1, 3), codes.reshape(-1, codes.shape[-1])).reshape(points.shape)
+        return canonical, outputs["accumulation"][..., 0], outputs["rgb"]
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         """Only the canonical appearance is optimised (the parts ``trainable`` names): "appearance" (hash grid, and
@@ -98,8 +146,16 @@ class AvatarEditModel(AvatarReconModel):
                 state.update(
                     {prefix + key[len(source) :]: v for key, v in state_dict.items() if key.startswith(source)}
                 )
-        # A recon's state has no recon_step: keep the one the trainer recorded (start_from_recon_step).
+        # A recon's state has no recon_step (the trainer records it, see start_from_recon_step), no edit region, and
+        # no separate copy of its colour: those start as the recon's.
         state.setdefault("recon_step", self.recon_step.clone())
+        for key, value in self.edit_region.state_dict().items():
+            state.setdefault("edit_region." + key, value.clone())
+        copies = [("original_head.", "appearance.mlp_head."), ("original_base.", "appearance.mlp_base.")]
+        for prefix, source in copies:
+            if getattr(self, prefix[:-1]) is not None and not any(key.startswith(prefix) for key in state):
+                copied = {prefix + key[len(source) :]: v for key, v in state_dict.items() if key.startswith(source)}
+                state.update(copied)
         result = super().load_state_dict(state, strict=strict, assign=assign)
         # nerfstudio updates to the step before it loads the state: sample as the loaded recon_step says.
         self.update_to_step(int(self.recon_step))

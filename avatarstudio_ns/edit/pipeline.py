@@ -16,6 +16,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
 from avatarstudio_ns.data.keyframes import Keyframe, KeyframeSelectionConfig, avatar_keyframes, keyframe_images
 from avatarstudio_ns.edit.model import AvatarEditModelConfig
+from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
 from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
 from avatarstudio_ns.guidance.personalize import PersonalizeConfig, personalize
@@ -47,6 +48,8 @@ class AvatarEditPipelineConfig(VanillaPipelineConfig):
     """The diffusion guidance: base model, personalisation folder, w, v, K, annealing (METHOD section 4)."""
     personalization: PersonalizeConfig = field(default_factory=PersonalizeConfig)
     """How the diffusion model is personalised on the keyframes when no matching personalisation exists."""
+    region: EditRegionConfig = field(default_factory=EditRegionConfig)
+    """Where the edit may change the avatar, found by the base model on the keyframes (the rest is kept)."""
 
 
 class AvatarEditPipeline(VanillaPipeline):
@@ -92,6 +95,14 @@ class AvatarEditPipeline(VanillaPipeline):
         config = dataclasses.replace(self.config.guidance, prompt=self.model.config.prompt)
         dtype = None if config.dtype == "auto" else config.dtype
         base = load_diffusion(config.base_model, self.device, dtype=dtype, vae_fp32=config.vae_fp32)
+        if self.config.region.enabled and not bool(self.model.edit_region.fitted):
+            # Before the guidance is built: it may release the text encoder the region's prompts need.
+            cameras = [datamanager.keyframe_camera(i) for i in range(len(keyframes))]
+            stats = fit_edit_region(self.model, cameras, base, config.prompt, self.config.region)
+            CONSOLE.print(
+                f"Edit region: {stats['region_fraction']:.0%} of the head's keyframe pixels may change "
+                f"(where {config.prompt!r} differs from {self.config.region.reference_prompt!r})."
+            )
         return self._make_guidance(config, base, keyframes)
 
     def _make_guidance(self, config: VTSDSGuidanceConfig, base: DiffusionModel, keyframes: List[Keyframe]):

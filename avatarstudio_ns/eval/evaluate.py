@@ -199,6 +199,20 @@ def render_images(model: Renderable, cameras: Sequence[Cameras]) -> Float[np.nda
     return np.stack(frames)
 
 
+@torch.no_grad()
+def render_edit_region(model: Renderable, cameras: Sequence[Cameras]) -> Float[np.ndarray, "num_images H W"] | None:
+    """The edit region as each camera sees it (the model's ``edit_region`` output), or None for a model without
+    one (an unlocalised edit)."""
+    device = getattr(model, "device", "cpu")
+    frames = []
+    for camera in cameras:
+        outputs = model.get_outputs_for_camera(camera.to(device))
+        if "edit_region" not in outputs:
+            return None
+        frames.append(outputs["edit_region"][..., 0].float().cpu().numpy())
+    return np.stack(frames)
+
+
 # --------------------------------------------------------------------------------------------------- measure
 
 
@@ -215,6 +229,7 @@ def measure_edit(
     views: EvalViews,
     prompt: EditPrompt,
     settings: EvalSettings | None = None,
+    region: Float[np.ndarray, "num_images H W"] | None = None,
 ) -> dict[str, Any]:
     """Identity, fidelity and flicker scores of one edit (plain dict, see metrics.py for each number).
 
@@ -224,6 +239,7 @@ def measure_edit(
         views: the views, their labels and canonical points (resized to the renders when needed).
         prompt: the edit prompt and its target.
         settings: measuring settings.
+        region: the edit's region as rendered in each view, when it has one (scored against the target's labels).
     """
     settings = settings or EvalSettings()
     if original.shape != edited.shape:
@@ -260,6 +276,9 @@ def measure_edit(
         "identity": dataclasses.asdict(identity),
         "fidelity": dataclasses.asdict(fidelity),
         "temporal": temporal,
+        "region_iou": None
+        if region is None
+        else M.region_iou(region, M.region_mask(views.labels, prompt.regions), views.labels != 0),
     }
 
 
@@ -333,7 +352,8 @@ def evaluate(
             model = model()  # a loader: the edited avatar is loaded only now, one at a time
         with CONSOLE.status(f"Rendering the edit {name} ({len(views)} views)..."):
             edited = render_images(model, views.cameras)
-        result = {"edited": name, **measure_edit(original, edited, views, prompt, settings)}
+            region = render_edit_region(model, views.cameras)
+        result = {"edited": name, **measure_edit(original, edited, views, prompt, settings, region)}
         result["clip_direction"] = clip_direction_similarity(
             original, edited, prompt_set.source, prompt.prompt, settings.clip_model, settings.clip_max_images
         )
@@ -418,6 +438,7 @@ REPORT_COLUMNS = (
     "hit before → after ↑",
     "time flicker ↓",
     "view flicker ↓",
+    "region IoU ↑",
     "CLIP dir ↑",
 )
 """Columns of the summary table; identity is on non-target pixels, flicker on the target region (RGB units)."""
@@ -439,6 +460,7 @@ def report_rows(report: dict[str, Any]) -> list[list[str]]:
                 f"{_fmt(fid['hit_fraction_before'])} → {_fmt(fid['hit_fraction_after'])}",
                 _fmt(target.get("time_flicker"), 4),
                 _fmt(target.get("view_flicker"), 4),
+                _fmt(edit.get("region_iou")),
                 _fmt(edit.get("clip_direction"), 3),
             ]
         )
@@ -463,7 +485,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"{report['settings']['dilation']} px); {M.PSNR_CAP_DB:.0f} dB means identical. ΔE: shading-compensated "
         "CIELAB ΔE76 of the target region to the requested colour; hit: fraction of target pixels whose nearest named "
         f"colour is the requested one. Flicker: variation of the edit (edited - original, RGB in [0, 1]) on one "
-        f"canonical voxel ({report['settings']['voxel_size'] * 1000:g} mm) across timesteps / across views.",
+        f"canonical voxel ({report['settings']['voxel_size'] * 1000:g} mm) across timesteps / across views. Region "
+        "IoU: the edit region (where the edit may change the avatar) against the target's labels.",
     ]
     return "\n".join(lines) + "\n"
 

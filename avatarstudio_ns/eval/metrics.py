@@ -157,6 +157,17 @@ def region_mask(labels: Int[np.ndarray, "*bs H W"], regions: Iterable[str | int]
     return np.isin(_np(labels), region_ids(regions))
 
 
+def region_iou(
+    region: Float[np.ndarray, "*bs H W"], target: Bool[np.ndarray, "*bs H W"], foreground: Bool[np.ndarray, "*bs H W"]
+) -> float:
+    """Intersection over union of a soft region (counted where it is above one half) and a target mask, on the
+    foreground pixels (the backdrop is neither)."""
+    inside = (_np(region) > 0.5) & _np(foreground)
+    target = _np(target).astype(bool) & _np(foreground)
+    union = int((inside | target).sum())
+    return float((inside & target).sum() / union) if union else float("nan")
+
+
 def _morph(mask: Bool[np.ndarray, "*bs H W"], pixels: int, dilate: bool) -> Bool[np.ndarray, "*bs H W"]:
     mask = _np(mask).astype(bool)
     if pixels <= 0:

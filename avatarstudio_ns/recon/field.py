@@ -151,6 +151,7 @@ class CanonicalAppearanceField(Field):
         geo_features: Float[Tensor, "*bs geo_feat_dim"],
         directions: Float[Tensor, "*bs 3"],
         codes: Float[Tensor, "*bs code_dim"] | None,
+        head: nn.Module | None = None,
     ) -> Float[Tensor, "*bs 3"]:
         """Colour from geometry features, unit view directions and frame codes.
 
@@ -158,6 +159,7 @@ class CanonicalAppearanceField(Field):
             geo_features: features from :meth:`get_canonical_density`.
             directions: unit viewing directions (world space).
             codes: frame codes, broadcastable to the batch shape.
+            head: the colour MLP to use instead of ``mlp_head`` (e.g. a frozen copy of the recon's).
         """
         batch_shape = directions.shape[:-1]
         d = self.direction_encoding(get_normalized_directions(directions).reshape(-1, 3))
@@ -165,7 +167,8 @@ class CanonicalAppearanceField(Field):
         if self.code_dim > 0:
             assert codes is not None, "this field was built with frame codes; pass them"
             inputs.append(codes.expand(*batch_shape, self.code_dim).reshape(-1, self.code_dim).to(d))
-        return self.mlp_head(torch.cat(inputs, dim=-1)).reshape(*batch_shape, 3).to(directions)
+        head = self.mlp_head if head is None else head
+        return head(torch.cat(inputs, dim=-1)).reshape(*batch_shape, 3).to(directions)
 
     def query(
         self,

@@ -363,8 +363,8 @@ class AvatarReconModel(Model):
                 )[0]
                 density, geo_features = density.detach(), geo_features.detach()
         appearance_codes = codes.unsqueeze(-2) if self.config.appearance_sees_code else None
-        colour_features = self.appearance.get_colour_features(canonical, geo_features)
-        rgb_samples = self.appearance.get_canonical_rgb(colour_features, directions, appearance_codes)
+        sample_outputs = self.sample_colours(canonical, geo_features, directions, appearance_codes)
+        rgb_samples = sample_outputs.pop("rgb")
 
         weights = ray_samples.get_weights(density)
         weights_list.append(weights)
@@ -379,6 +379,8 @@ class AvatarReconModel(Model):
             "depth": depth,
             "expected_depth": self.renderer_expected_depth(weights=weights, ray_samples=ray_samples),
         }
+        # Further per-sample quantities (e.g. the edit's region) are rendered like the accumulation.
+        outputs.update({name: torch.sum(weights * value, dim=-2) for name, value in sample_outputs.items()})
         if compute_normals:
             normals = -torch.nn.functional.normalize(gradient, dim=-1)
             rendered = torch.sum(weights.detach() * normals, dim=-2)
@@ -390,6 +392,18 @@ class AvatarReconModel(Model):
         for i in range(self.config.num_proposal_iterations):
             outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
         return outputs
+
+    def sample_colours(
+        self,
+        canonical: Float[Tensor, "*bs num_samples 3"],
+        geo_features: Float[Tensor, "*bs num_samples geo_feat_dim"],
+        directions: Float[Tensor, "*bs num_samples 3"],
+        codes: Float[Tensor, "*bs 1 code_dim"] | None,
+    ) -> dict[str, Tensor]:
+        """Colour of each sample (``rgb``) from the canonical appearance; subclasses may add per-sample values
+        ([..., 1]) that are rendered along each ray under their own names."""
+        colour_features = self.appearance.get_colour_features(canonical, geo_features)
+        return {"rgb": self.appearance.get_canonical_rgb(colour_features, directions, codes)}
 
     # ----------------------------------------------------------------------------------------------
     # Losses and metrics

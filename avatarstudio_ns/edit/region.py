@@ -1,0 +1,148 @@
+"""The edit region: where in canonical space the prompt acts, one grid shared by every frame.
+
+Per-pixel relevance maps of the keyframes (guidance/relevance.py) are lifted through each keyframe's rendered
+depth and the avatar's fixed deformation into canonical space and averaged in a voxel grid. A canonical point
+is one point of the head at every moment, so the region is the same surface region at every frame and from
+every view by construction. The edit model blends the edited colour with the recon's inside it and keeps the
+recon's colour outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
+from torch import Tensor, nn
+
+from avatarstudio_ns.guidance.loading import DiffusionModel
+from avatarstudio_ns.guidance.relevance import prompt_relevance
+
+
+@dataclass
+class EditRegionConfig:
+    """How the edit region is found (METHOD section 4 edits all of A; we keep what the prompt does not name)."""
+
+    enabled: bool = True
+    """Edit only inside the region where the base model's prediction under the edit prompt differs from its
+    prediction under ``reference_prompt``; the recon's colour is kept outside. Off: the whole appearance may
+    change (the paper)."""
+    reference_prompt: str = "photo of a person"
+    """A prompt that describes the avatar as it is, without the edit."""
+    noise_levels: tuple[float, ...] = (0.3, 0.5, 0.7)
+    """Noise levels (fractions of the schedule) at which the two predictions are compared."""
+    num_noises: int = 8
+    """Noise draws per level and keyframe."""
+    threshold: float = 0.5
+    """Relevance (scaled so that the head's 99th percentile is 1) at which a canonical point is half in the
+    region; the region rises from 0 to 1 over ``softness`` around it."""
+    softness: float = 0.2
+    """Width of the region's soft edge, in the same units as ``threshold``."""
+    seed: int = 0
+    """Seed of the noise draws."""
+
+
+class EditRegion(nn.Module):
+    """A soft region in [0, 1] over the scene box, as a voxel grid looked up trilinearly.
+
+    Until :meth:`fit` is called the region is 1 everywhere (the whole appearance may change).
+
+    Args:
+        aabb: Scene box [2, 3] of the canonical space.
+        resolution: Voxels per side.
+    """
+
+    def __init__(self, aabb: Float[Tensor, "2 3"], resolution: int = 32) -> None:
+        super().__init__()
+        self.register_buffer("aabb", aabb.detach().clone().float())
+        self.register_buffer("grid", torch.ones(resolution, resolution, resolution))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def resolution(self) -> int:
+        """Voxels per side."""
+        return int(self.grid.shape[0])
+
+    def _unit(self, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 3"]:
+        low, high = self.aabb[0].to(positions), self.aabb[1].to(positions)
+        return (positions - low) / (high - low)
+
+    def forward(self, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 1"]:
+        """The region's value at canonical positions (0 outside the box once fitted)."""
+        coords = self._unit(positions).reshape(1, -1, 1, 1, 3) * 2.0 - 1.0
+        # grid_sample reads (x, y, z) against a [D, H, W] = [z, y, x] volume.
+        volume = self.grid.permute(2, 1, 0)[None, None].to(positions)
+        padding = "zeros" if bool(self.fitted) else "border"
+        values = F.grid_sample(volume, coords, mode="bilinear", padding_mode=padding, align_corners=True)
+        return values.reshape(*positions.shape[:-1], 1)
+
+    @torch.no_grad()
+    def fit(self, positions: Float[Tensor, "n 3"], values: Float[Tensor, " n"]) -> None:
+        """Sets the grid to the mean of ``values`` over the canonical ``positions`` in each voxel's neighbourhood.
+
+        A voxel's value is the mean over points in it and its 26 neighbours, so the thin shell of surface voxels
+        that the keyframes saw covers the samples a renderer takes just in front of and behind the surface.
+        Voxels near no point are 0 (not part of the region).
+        """
+        g = self.resolution
+        unit = self._unit(positions.float())
+        inside = ((unit >= 0) & (unit <= 1)).all(dim=-1)
+        index = (unit[inside] * (g - 1)).round().long()
+        flat = (index[:, 0] * g + index[:, 1]) * g + index[:, 2]
+        sums = torch.zeros(g**3, device=positions.device).index_add_(0, flat, values[inside].float())
+        counts = torch.zeros(g**3, device=positions.device).index_add_(0, flat, torch.ones(len(flat)).to(sums))
+        box = torch.ones(1, 1, 3, 3, 3, device=positions.device)
+        sums = F.conv3d(sums.reshape(1, 1, g, g, g), box, padding=1)[0, 0]
+        counts = F.conv3d(counts.reshape(1, 1, g, g, g), box, padding=1)[0, 0]
+        self.grid.copy_(torch.where(counts > 0, sums / counts.clamp_min(1e-8), torch.zeros_like(sums)))
+        self.fitted.fill_(True)
+
+
+def sharpen(relevance: Tensor, threshold: float, softness: float) -> Tensor:
+    """Smooth step from 0 to 1 over [threshold - softness / 2, threshold + softness / 2]."""
+    x = ((relevance - threshold) / max(softness, 1e-6) + 0.5).clamp(0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+@torch.no_grad()
+def fit_edit_region(
+    model,
+    cameras: Sequence[Cameras],
+    base: DiffusionModel,
+    prompt: str,
+    config: EditRegionConfig,
+) -> dict[str, float]:
+    """Finds where ``prompt`` acts on the keyframes and sets ``model.edit_region`` to it, in canonical space.
+
+    Args:
+        model: The edit model (its ``canonical_surface`` renders a keyframe and lifts its pixels).
+        cameras: One camera per keyframe, at the render resolution and the keyframe's time.
+        base: The base diffusion model, text encoder still loaded.
+        prompt: The edit prompt.
+        config: Region settings.
+
+    Returns:
+        Diagnostics: the relevance scale and the fraction of the head's keyframe pixels in the region.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    text, reference = base.embed(prompt), base.embed(config.reference_prompt)
+    positions, relevances = [], []
+    for camera in cameras:
+        canonical, accumulation, rgb = model.canonical_surface(camera)
+        image = rgb.permute(2, 0, 1)[None].clamp(0.0, 1.0)
+        relevance = prompt_relevance(
+            base, image, text, reference, config.noise_levels, config.num_noises, generator=generator
+        )[0].to(canonical.device)
+        head = accumulation > 0.5
+        positions.append(canonical[head])
+        relevances.append(relevance[head])
+    values = torch.cat(relevances)
+    scale = float(torch.quantile(values, 0.99)) if len(values) else 1.0
+    scaled = values / max(scale, 1e-8)
+    model.edit_region.fit(torch.cat(positions), scaled)
+    model.edit_region.grid.copy_(sharpen(model.edit_region.grid, config.threshold, config.softness))
+    inside = sharpen(scaled, config.threshold, config.softness)
+    return {"relevance_scale": scale, "region_fraction": float(inside.mean()) if len(values) else 0.0}

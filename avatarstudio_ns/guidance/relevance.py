@@ -1,0 +1,72 @@
+"""Where an edit prompt acts on an image, as the diffusion model sees it.
+
+The base model's noise prediction for the noised image under the edit prompt differs from its prediction under
+a prompt that describes the image as it is ("photo of a person") only where the edit prompt asks for a change:
+"blue hair" moves the hair's prediction and leaves the cheeks' (DiffEdit, Couairon et al. 2022, uses the same
+contrast for 2D masks). Averaged over a few noise draws and noise levels, the contrast is a relevance map per
+image, at the latent resolution, brought back to the image's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from avatarstudio_ns.guidance.adapters import adapters_disabled
+from avatarstudio_ns.guidance.imaging import to_model_square
+from avatarstudio_ns.guidance.loading import DiffusionModel
+from avatarstudio_ns.guidance.prediction import add_noise, alphabar_at
+
+
+@torch.no_grad()
+def prompt_relevance(
+    base: DiffusionModel,
+    images: Float[Tensor, "b 3 h w"],
+    prompt: Float[Tensor, "1 tokens dim"],
+    reference: Float[Tensor, "1 tokens dim"],
+    noise_levels: Sequence[float] = (0.5,),
+    num_noises: int = 8,
+    resolution: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Float[Tensor, "b h w"]:
+    """Mean absolute difference of the base model's noise predictions under ``prompt`` and ``reference``.
+
+    Args:
+        base: The base diffusion model (any LoRA adapter on its UNet is switched off).
+        images: Images in [0, 1].
+        prompt: Embedding of the edit prompt.
+        reference: Embedding of a prompt describing the images as they are.
+        noise_levels: Timesteps, as fractions of the schedule, at which the images are noised.
+        num_noises: Noise draws per level.
+        resolution: Side of the square the model sees (default: the model's own).
+        generator: Random source of the noise (CPU generator).
+
+    Returns:
+        The relevance per pixel (0 outside the square the model saw, which is centred in the image), in the
+        units of the noise prediction.
+    """
+    b, _, h, w = images.shape
+    device = base.device
+    side = min(h, w)
+    z = base.encode_images(to_model_square(images.to(device), resolution or base.resolution), False)
+    texts = torch.cat([prompt.expand(b, -1, -1), reference.expand(b, -1, -1)]).to(device)
+    total = torch.zeros(b, *z.shape[-2:], device=device)
+    for level in noise_levels:
+        t = torch.full((b,), int(round(level * (base.num_train_timesteps - 1))), device=device, dtype=torch.long)
+        alphabar = alphabar_at(base.alphas_cumprod, t)
+        for _ in range(num_noises):
+            eps = torch.randn(z.shape, generator=generator, device="cpu").to(device, z.dtype)
+            z_t = add_noise(z, eps, alphabar)
+            with adapters_disabled(base.unet):
+                predicted = base.predict_epsilon(base.unet, torch.cat([z_t, z_t]), torch.cat([t, t]), texts)
+            total += (predicted[:b] - predicted[b:]).abs().float().mean(dim=1)
+    square = total / (len(noise_levels) * num_noises)
+    square = F.interpolate(square[:, None], size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+    relevance = torch.zeros(b, h, w, device=device)
+    top, left = (h - side) // 2, (w - side) // 2
+    relevance[:, top : top + side, left : left + side] = square
+    return relevance.cpu()

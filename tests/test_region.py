@@ -1,0 +1,51 @@
+"""The edit region: relevance from the diffusion model, lifted into one canonical grid, blending the edit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avatarstudio_ns.edit.region import EditRegion, sharpen
+from avatarstudio_ns.guidance.loading import load_diffusion
+from avatarstudio_ns.guidance.relevance import prompt_relevance
+from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
+
+AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+def test_an_unfitted_region_is_everywhere_and_a_fitted_one_is_where_its_points_were():
+    region = EditRegion(AABB, resolution=16)
+    probe = torch.tensor([[0.5, 0.5, 0.5], [-0.5, -0.5, -0.5], [0.0, 0.9, 0.0]])
+    assert torch.equal(region(probe), torch.ones(3, 1))
+    # A surface patch near (0.5, 0.5, 0.5) in the region, another near (-0.5, -0.5, -0.5) outside it.
+    inside = torch.tensor([0.5, 0.5, 0.5]) + 0.05 * torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
+    outside = -inside
+    region.fit(torch.cat([inside, outside]), torch.cat([torch.ones(200), torch.zeros(200)]))
+    values = region(probe)[:, 0]
+    assert values[0] > 0.9 and values[1] < 0.1
+    assert values[2] == 0.0  # near no surface point: not part of the region
+    assert region(torch.tensor([[3.0, 0.0, 0.0]]))[0, 0] == 0.0  # outside the box
+
+
+def test_sharpen_is_a_smooth_step_around_the_threshold():
+    x = torch.linspace(0.0, 1.0, 101)
+    y = sharpen(x, threshold=0.5, softness=0.2)
+    assert torch.all(y[x < 0.4] == 0.0) and torch.all(y[x > 0.6] == 1.0)
+    assert torch.all(y[1:] >= y[:-1]) and y[50] == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = write_small_model(tmp_path_factory.mktemp("model") / "tiny", SmallModelConfig.tiny())
+    return load_diffusion(str(folder), "cpu")
+
+
+def test_relevance_is_zero_for_the_same_prompt_and_covers_the_square_the_model_saw(tiny_model):
+    images = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(0))
+    text, reference = tiny_model.embed("photo of a person with blue hair"), tiny_model.embed("photo of a person")
+    relevance = prompt_relevance(tiny_model, images, text, reference, num_noises=2, resolution=32)
+    assert relevance.shape == (2, 24, 32)
+    assert torch.all(relevance[:, :, :4] == 0) and torch.all(relevance[:, :, -4:] == 0)  # outside the centre square
+    assert torch.all(relevance[:, :, 4:-4] > 0)
+    same = prompt_relevance(tiny_model, images, reference, reference, num_noises=2, resolution=32)
+    assert torch.all(same == 0)
