@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from avatarstudio_ns.checkpoints import atomic_write_text
+from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.data.keyframes import Keyframe
 from avatarstudio_ns.guidance.loading import BUILTIN, DiffusionModel, builtin_model_dir, load_diffusion
 from avatarstudio_ns.guidance.small_model import SmallModelConfig

@@ -15,7 +15,7 @@ from typing import Optional
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
-from avatarstudio_ns.checkpoints import atomic_write_text
+from avatarstudio_ns.atomic import atomic_write_text
 
 
 def run_dir(root: Path, experiment: str, method: str, name: str) -> Path:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
+from avatarstudio_ns.threads import torch_threads
 from method_configs.recon import avatarstudio_recon_cpu
 
 RECON_STEPS = 60
@@ -15,10 +16,8 @@ RECON_STEPS = 60
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """The tests' tiny models run several times faster on one torch thread than on a few contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def quiet_config(config, output_dir: Path, steps: int):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from avatarstudio_ns.cli.bench import BenchCommand
+from avatarstudio_ns.threads import torch_threads
 
 FIGURES = [
     *(f"{name}_{unit}" for name in ("recon_step", "personalize_step", "edit_step") for unit in ("s", "peak_mib")),
@@ -23,10 +23,8 @@ FIGURES = [
 @pytest.fixture
 def one_thread():
     """Tiny models run several times faster on one thread than on a few contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_quick_bench_writes_every_figure(tmp_path, one_thread):

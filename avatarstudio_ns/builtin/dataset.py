@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatarstudio_ns.atomic import atomic_save
 from avatarstudio_ns.data.synth import (
     EYE_COLORS,
     HAIR_COLORS,
@@ -195,9 +195,8 @@ def _shard_path(folder: Path, shard: int) -> Path:
 
 def _save_shard(images: HeadImages, path: Path) -> None:
     """Write a shard atomically: a killed run leaves either the whole file or none."""
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, rgb=images.rgb, azimuth=images.azimuth, **{f"attr_{k}": v for k, v in images.attrs.items()})
-    os.replace(tmp, path)
+    arrays = {"rgb": images.rgb, "azimuth": images.azimuth, **{f"attr_{k}": v for k, v in images.attrs.items()}}
+    atomic_save(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def _load_shard(path: Path) -> HeadImages:

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from transformers import CLIPTokenizer
 
-from avatarstudio_ns.builtin.checkpoint import write_folder_atomically
+from avatarstudio_ns.atomic import atomic_write_folder
 from avatarstudio_ns.builtin.dataset import HeadDatasetConfig, HeadImages, build_dataset
 from avatarstudio_ns.builtin.unet_stage import UnetStageConfig, train_unet
 from avatarstudio_ns.builtin.vae_stage import VaeStageConfig, encode_latents, train_vae
@@ -105,7 +105,7 @@ def export_model(
         (tmp / "model_index.json").write_text(json.dumps(model_index(cfg.model), indent=2) + "\n")
         (tmp / "training.json").write_text(json.dumps(extra or {}, indent=2, default=str) + "\n")
 
-    return write_folder_atomically(Path(cfg.output_dir), write)
+    return atomic_write_folder(Path(cfg.output_dir), write)
 
 
 def load_training_set(cfg: TrainBuiltinConfig, console: Console) -> HeadImages:

@@ -22,7 +22,8 @@ from diffusers import AutoencoderKL
 from rich.console import Console
 from torch import Tensor
 
-from avatarstudio_ns.builtin.checkpoint import load_state, save_state, write_folder_atomically
+from avatarstudio_ns.atomic import atomic_write_folder
+from avatarstudio_ns.builtin.checkpoint import load_state, save_state
 from avatarstudio_ns.builtin.progress import StageProgress
 from avatarstudio_ns.builtin.vae_init import colour_preserving_init
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, build_vae
@@ -150,7 +151,7 @@ def train_vae(
                 save_state({**state, "generator": generator.get_state(), "step": step}, ckpt_path)
             bar.update(step, l1=l1.item(), kl=kl.item())
     vae.eval()
-    write_folder_atomically(final, lambda tmp: vae.save_pretrained(tmp, safe_serialization=True))
+    atomic_write_folder(final, lambda tmp: vae.save_pretrained(tmp, safe_serialization=True))
     console.log(f"VAE trained in {(time.monotonic() - t0) / 60:.1f} min this run")
     return vae
 

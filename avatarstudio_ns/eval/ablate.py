@@ -20,7 +20,7 @@ import numpy as np
 from nerfstudio.engine.trainer import TrainerConfig
 from rich.console import Console
 
-from avatarstudio_ns.checkpoints import atomic_write_text
+from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.eval.evaluate import EvalSettings, _fmt, _jsonable
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet
 

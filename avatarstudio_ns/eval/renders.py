@@ -13,6 +13,8 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.base_model import Model
 from torch import Tensor
 
+from avatarstudio_ns.atomic import atomic_save
+
 
 def _rotation_about(axis: Float[Tensor, "3"], angle: float) -> Float[Tensor, "3 3"]:
     """Rotation matrix of ``angle`` radians about the unit ``axis`` (Rodrigues)."""
@@ -108,13 +110,13 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 12) -> Path
     import mediapy
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix.lower() == ".gif":
-        import imageio.v3 as iio
 
-        iio.imwrite(tmp, np.stack(frames), duration=1000 / fps, loop=0)
-    else:
-        mediapy.write_video(tmp, np.stack(frames), fps=fps)
-    tmp.replace(path)
-    return path
+    def write(tmp: Path) -> None:
+        if path.suffix.lower() == ".gif":
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, np.stack(frames), duration=1000 / fps, loop=0)
+        else:
+            mediapy.write_video(tmp, np.stack(frames), fps=fps)
+
+    return atomic_save(path, write)

@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 from diffusers import UNet2DConditionModel
 
-from avatarstudio_ns.checkpoints import atomic_write_bytes
+from avatarstudio_ns.atomic import atomic_write_bytes
 
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 """UNet attention projections that get a LoRA (self- and cross-attention)."""

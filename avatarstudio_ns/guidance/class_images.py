@@ -13,7 +13,7 @@ from jaxtyping import Float
 from rich.progress import track
 from torch import Tensor
 
-from avatarstudio_ns.checkpoints import atomic_write_bytes
+from avatarstudio_ns.atomic import atomic_write_bytes
 from avatarstudio_ns.guidance.adapters import adapters_disabled
 from avatarstudio_ns.guidance.loading import DiffusionModel
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -33,7 +30,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from avatarstudio_ns.checkpoints import atomic_write_bytes, atomic_write_text
+from avatarstudio_ns.atomic import atomic_save, atomic_write_bytes, atomic_write_folder, atomic_write_text
 from avatarstudio_ns.data.keyframes import Keyframe, read_keyframe_manifest, write_keyframe_manifest
 from avatarstudio_ns.guidance.adapters import add_lora, save_lora
 from avatarstudio_ns.guidance.class_images import class_image_folder, ensure_class_images, image_to_png, png_to_image
@@ -187,9 +184,7 @@ def personalization_cache_key(
 
 
 def _save_state(path: Path, payload: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_save(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _load_state(path: Path, cache_key: str) -> dict | None:
@@ -208,16 +203,7 @@ def _load_state(path: Path, cache_key: str) -> dict | None:
 
 def _save_full_unet(unet: torch.nn.Module, folder: Path) -> None:
     """Write ``folder/unet`` through a temporary sibling folder renamed into place."""
-    target = folder / "unet"
-    tmp = Path(tempfile.mkdtemp(prefix=".unet.", dir=folder))
-    try:
-        unet.save_pretrained(tmp, safe_serialization=True)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_write_folder(folder / "unet", lambda tmp: unet.save_pretrained(tmp, safe_serialization=True))
 
 
 def _progress(enabled: bool, total: int, start: int):

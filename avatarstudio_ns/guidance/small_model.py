@@ -9,8 +9,6 @@ tests use a tiny one, and the built-in model is one of these trained on syntheti
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,6 +17,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from avatarstudio_ns.atomic import atomic_write_folder
 from avatarstudio_ns.guidance.char_tokenizer import BOS_TOKEN, DEFAULT_WORDS, EOS_TOKEN, build_vocab, write_tokenizer
 
 
@@ -179,10 +178,8 @@ def write_small_model(folder: Path, cfg: SmallModelConfig | None = None, seed: i
         The folder.
     """
     cfg = cfg or SmallModelConfig()
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         vocab_size = write_tokenizer(tmp / "tokenizer", cfg.words, cfg.max_length)
         vocab, _ = build_vocab(cfg.words)
         with torch.random.fork_rng(devices=[]):
@@ -195,10 +192,5 @@ def write_small_model(folder: Path, cfg: SmallModelConfig | None = None, seed: i
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         build_scheduler(cfg).save_pretrained(tmp / "scheduler")
         (tmp / "model_index.json").write_text(json.dumps(model_index(cfg), indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    return atomic_write_folder(Path(folder), write)

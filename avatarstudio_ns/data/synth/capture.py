@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from avatarstudio_ns.checkpoints import atomic_write_text
+from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.data.labels import LABELS
 from avatarstudio_ns.data.synth.attributes import DEFAULT_ATTRIBUTES, HeadAttributes, caption, sample_attributes
 from avatarstudio_ns.data.synth.canonical import CANONICAL_BOX, save_canonical_points
