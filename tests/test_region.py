@@ -49,3 +49,15 @@ def test_relevance_is_zero_for_the_same_prompt_and_covers_the_square_the_model_s
     assert torch.all(relevance[:, :, 4:-4] > 0)
     same = prompt_relevance(tiny_model, images, reference, reference, num_noises=2, resolution=32)
     assert torch.all(same == 0)
+
+
+def test_region_iou_counts_the_foreground_above_one_half():
+    import numpy as np
+
+    from avatarstudio_ns.eval.metrics import region_iou
+
+    region = np.array([[0.9, 0.6, 0.2, 0.8]])
+    target = np.array([[True, False, True, True]])
+    foreground = np.array([[True, True, True, False]])
+    # In the region: pixels 0 and 1 (pixel 3 is backdrop); target: pixels 0 and 2 -> 1 / 3.
+    assert region_iou(region, target, foreground) == pytest.approx(1 / 3)
