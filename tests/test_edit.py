@@ -195,7 +195,7 @@ def test_edit_reuses_the_personalisation_of_avatarstudio_personalize(edited):
     folder = config.pipeline.guidance.personalization
     assert (folder / "personalization.json").exists()
     assert trainer.pipeline.personalization_reused is True
-    guidance = trainer.pipeline.guidance
+    guidance = trainer.pipeline.get_guidance()
     assert guidance.personalized is not None
     assert len(guidance.keyframe_prompts) == len(trainer.pipeline.datamanager.keyframe_image_indices)
 
@@ -217,6 +217,27 @@ def test_edited_checkpoint_renders_at_several_times_without_diffusion(edited, tm
     output = tmp_path / "spiral.mp4"
     SpiralRender(load_config=config.get_base_dir() / "config.yml", output_path=output, seconds=0.5, frame_rate=4).main()
     assert output.exists() and output.stat().st_size > 0
+
+
+def test_the_viewer_finds_its_controls_without_loading_a_diffusion_model(edited, tmp_path):
+    """nerfstudio's viewer reads every public attribute of the pipeline; none may load the diffusion model, even when
+    the base model the edit was made with is gone."""
+    import yaml
+    from nerfstudio.utils.eval_utils import eval_setup
+    from nerfstudio.viewer.utils import parse_object
+    from nerfstudio.viewer.viewer_elements import ViewerElement
+
+    config, _ = edited
+    moved = yaml.load((config.get_base_dir() / "config.yml").read_text(), Loader=yaml.Loader)
+    moved.pipeline.guidance.base_model = str(tmp_path / "missing-model")
+    moved.load_dir = None
+    (tmp_path / "config.yml").write_text(yaml.dump(moved))
+    _, pipeline, _, _ = eval_setup(tmp_path / "config.yml", test_mode="inference")
+    parse_object(pipeline, ViewerElement, "Custom Elements")
+    assert not pipeline._guidance_holder, "reading the pipeline's attributes loaded the diffusion model"
+    camera = pipeline.datamanager.train_dataset.cameras[0:1]
+    outputs = pipeline.model.get_outputs_for_camera(camera)
+    assert torch.isfinite(outputs["rgb"]).all() and "edit_region" in outputs
 
 
 def test_only_an_edit_with_the_same_trainable_parameters_is_resumed():

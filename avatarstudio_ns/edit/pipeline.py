@@ -71,9 +71,12 @@ class AvatarEditPipeline(VanillaPipeline):
         self.personalization_reused: Optional[bool] = None
         """Whether the guidance reused a finished personalisation (None until the guidance is built)."""
 
-    @property
-    def guidance(self):
-        """The guidance (VT-SDS, or a baseline's), built on first use."""
+    def get_guidance(self):
+        """The guidance (VT-SDS, or a baseline's), built on first use.
+
+        A method, not a property: nerfstudio's viewer reads every public attribute of the pipeline (looking for its
+        controls), which would load the diffusion model just to view an edited avatar.
+        """
         if not self._guidance_holder:
             self._guidance_holder.append(self._setup_guidance())
         return self._guidance_holder[0]
@@ -135,7 +138,7 @@ class AvatarEditPipeline(VanillaPipeline):
 
     def get_train_loss_dict(self, step: int):
         """Renders one keyframe whole and returns the guidance's losses and the model's (entropy, identity)."""
-        guidance = self.guidance
+        guidance = self.get_guidance()
         ray_bundle, batch = self.datamanager.next_train(step)
         outputs = self._model(ray_bundle)
         height, width = batch["image_height"], batch["image_width"]
