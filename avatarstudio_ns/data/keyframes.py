@@ -115,14 +115,8 @@ def select_farthest_frames(
     """Greedily pick ``n`` code rows by farthest point sampling in code space (L1 distance).
 
     Each pick is the eligible row whose nearest already covered row (an excluded or chosen one) is farthest
-    away; with nothing covered, the first pick is the row farthest from the mean code.
-
-    Args:
-        codes: Per-frame codes, one row per frame in performance order.
-        n: How many rows to pick.
-        min_gap: Rows within ``min_gap`` of an already chosen or excluded row are skipped.
-        excluded: Rows already covered (the first timestep is, by the first-frame keyframes).
-        eligible: Optional set of rows allowed at all (e.g. those the frontal camera saw).
+    away; with nothing covered, the first pick is the row farthest from the mean code. The arguments are those of
+    :func:`select_deviant_frames`.
 
     Returns:
         Chosen rows in the order picked (fewer than ``n`` when the gaps leave no candidates).
