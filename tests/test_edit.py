@@ -284,7 +284,13 @@ def test_the_identity_loss_compares_each_keyframe_render_with_its_capture(edited
         # Only the edited appearance receives the identity's gradient; the geometry stays the recon's.
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.appearance.mlp_head.parameters())
         assert all(p.grad is None for p in model.appearance.mlp_base.parameters())
+        # Held to the capture only outside the edit region, when asked: the rendered region weights each pixel.
+        model.config.identity_outside_region = True
+        loss = model.get_loss_dict(outputs, batch)["identity_loss"]
+        outside = 1.0 - outputs["edit_region"].detach()
+        assert torch.allclose(loss, 2.0 * (outside * (outputs["rgb"] - expected) ** 2).mean())
     finally:
+        model.config.identity_outside_region = False
         model.config.identity_loss_mult = preset
         model.train(training)
         model.zero_grad(set_to_none=True)

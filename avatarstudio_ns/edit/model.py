@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Type
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
@@ -37,6 +36,9 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     the paper). The guidance's gradient is strong where the prompt asks for a change and weak elsewhere, so a
     small weight holds what the prompt does not mention (skin, eyes) to the capture while the hair still
     changes; too large a weight holds the edit back too."""
+    identity_outside_region: bool = False
+    """Hold renders to the capture only outside the edit region (weighted by one minus the rendered region), so the
+    identity loss never holds back what the prompt asks for."""
     region_resolution: int = 32
     """Voxels per side of the canonical grid that holds the edit region (``--pipeline.region`` finds it)."""
     entropy_loss_mult: float = 1e-3
@@ -177,6 +179,9 @@ class AvatarEditModel(AvatarReconModel):
         loss_dict = {"opacity_entropy": self.config.entropy_loss_mult * opacity_entropy(outputs["accumulation"])}
         if self.config.identity_loss_mult > 0 and self.training:
             # Training batches are whole keyframes (see KeyframeDataManager); eval batches are nerfstudio's rays.
-            identity = F.mse_loss(outputs["rgb"], self._gt_rgb(batch))
-            loss_dict["identity_loss"] = self.config.identity_loss_mult * identity
+            error = (outputs["rgb"] - self._gt_rgb(batch)).pow(2)
+            if self.config.identity_outside_region and "edit_region" in outputs:
+                # Only where the prompt does not act: inside the region the edit is free.
+                error = error * (1.0 - outputs["edit_region"].detach())
+            loss_dict["identity_loss"] = self.config.identity_loss_mult * error.mean()
         return loss_dict
