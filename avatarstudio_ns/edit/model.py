@@ -103,10 +103,10 @@ class AvatarEditModel(AvatarReconModel):
             return outputs
         region = self.edit_region(canonical)
         with torch.no_grad():
+            # The recon's colour read geo_features, unless the edit trains the density grid ("all").
             features = geo_features
             if self.original_base is not None:
-                positions, _ = self.appearance._grid_inputs(canonical)
-                features = self.original_base(positions).reshape(*canonical.shape[:-1], -1)[..., 1:]
+                features = self.appearance.get_colour_features(canonical, geo_features, grid=self.original_base)
             original = self.appearance.get_canonical_rgb(features, directions, codes, head=self.original_head)
         outputs["rgb"] = original + region * (outputs["rgb"] - original)
         outputs["edit_region"] = region
@@ -140,24 +140,21 @@ class AvatarEditModel(AvatarReconModel):
         return {name: params for name, params in groups.items() if params}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
-        """Loads an edit's state, or a recon's, whose state has no colour grid yet: it starts as the geometry's."""
+        """Loads an edit's state, or a recon's, which lacks what the edit adds: its colour grid starts as the
+        geometry's, the frozen copies of the recon's colour as the recon's, the edit region unfitted, and recon_step
+        as the trainer recorded it (see start_from_recon_step)."""
         state = dict(state_dict)
-        if self.appearance.colour_base is not None:
-            prefix, source = "appearance.colour_base.", "appearance.mlp_base."
-            if not any(key.startswith(prefix) for key in state):
-                state.update(
-                    {prefix + key[len(source) :]: v for key, v in state_dict.items() if key.startswith(source)}
-                )
-        # A recon's state has no recon_step (the trainer records it, see start_from_recon_step), no edit region, and
-        # no separate copy of its colour: those start as the recon's.
+        copies = {
+            "appearance.colour_base.": ("appearance.mlp_base.", self.appearance.colour_base),
+            "original_head.": ("appearance.mlp_head.", self.original_head),
+            "original_base.": ("appearance.mlp_base.", self.original_base),
+        }
+        for prefix, (source, module) in copies.items():
+            if module is not None and not any(key.startswith(prefix) for key in state):
+                state.update({prefix + k[len(source) :]: v for k, v in state_dict.items() if k.startswith(source)})
         state.setdefault("recon_step", self.recon_step.clone())
         for key, value in self.edit_region.state_dict().items():
             state.setdefault("edit_region." + key, value.clone())
-        copies = [("original_head.", "appearance.mlp_head."), ("original_base.", "appearance.mlp_base.")]
-        for prefix, source in copies:
-            if getattr(self, prefix[:-1]) is not None and not any(key.startswith(prefix) for key in state):
-                copied = {prefix + key[len(source) :]: v for key, v in state_dict.items() if key.startswith(source)}
-                state.update(copied)
         result = super().load_state_dict(state, strict=strict, assign=assign)
         # nerfstudio updates to the step before it loads the state: sample as the loaded recon_step says.
         self.update_to_step(int(self.recon_step))

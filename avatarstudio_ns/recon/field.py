@@ -116,17 +116,20 @@ class CanonicalAppearanceField(Field):
         self,
         canonical_positions: Float[Tensor, "*bs 3"],
         geo_features: Float[Tensor, "*bs geo_feat_dim"],
+        grid: MLPWithHashEncoding | None = None,
     ) -> Float[Tensor, "*bs geo_feat_dim"]:
         """What the colour MLP sees: the geometry features, or those of the separate colour grid if there is one.
 
         Args:
             canonical_positions: positions in the canonical space, world units.
             geo_features: features from :meth:`get_canonical_density` at the same positions.
+            grid: a grid to read the features from instead (e.g. a frozen copy of the recon's).
         """
-        if self.colour_base is None:
+        grid = self.colour_base if grid is None else grid
+        if grid is None:
             return geo_features
         positions, _ = self._grid_inputs(canonical_positions)
-        h = self.colour_base(positions).reshape(*canonical_positions.shape[:-1], -1)
+        h = grid(positions).reshape(*canonical_positions.shape[:-1], -1)
         return h[..., 1:]
 
     def get_canonical_density(
