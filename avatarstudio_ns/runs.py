@@ -88,6 +88,7 @@ def train_run(
     load_dir: Optional[Path] = None,
     experiment: str = "avatar",
     name: str = "demo",
+    steps_per_save: Optional[int] = None,
 ) -> Path:
     """Runs nerfstudio's trainer (no viewer) into :func:`run_dir`; resumes a partial run; returns the run folder.
 
@@ -100,6 +101,7 @@ def train_run(
         load_dir: Checkpoints to start from (an edit's recon) when the run has none of its own yet.
         experiment: nerfstudio experiment name.
         name: nerfstudio timestamp, fixed so a rerun finds the run.
+        steps_per_save: Steps between checkpoints; default a tenth of the run (at least 100).
     """
     config = copy.deepcopy(config)
     config.pipeline.datamanager.data = data
@@ -108,7 +110,7 @@ def train_run(
     config.timestamp = name
     config.max_num_iterations = steps
     fit_schedules(config, steps)
-    config.steps_per_save = max(100, steps // 10)
+    config.steps_per_save = steps_per_save or max(100, steps // 10)
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
     config.vis = "tensorboard"  # the viewer would keep the process alive after training
     run = config.get_base_dir()

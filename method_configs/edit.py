@@ -73,8 +73,9 @@ avatarstudio_edit_fast = MethodSpecification(
         mixed_precision=False,
         pipeline=AvatarEditPipelineConfig(
             datamanager=KeyframeDataManagerConfig(dataparser=AvatarStudioDataParserConfig(), render_resolution=64),
-            # The identity loss holds skin and eyes to the capture, where the guidance's gradient is weak, so the
-            # shared colour MLP can learn at the grid's rate without tinting the whole head (docs/edit_settings.md).
+            # The identity loss holds what lies outside the edit region to the capture (the region's soft edge, and
+            # what the shared colour MLP would tint there), so the inside is free whatever the prompt targets
+            # (docs/edit_settings.md).
             model=AvatarEditModelConfig(identity_loss_mult=1000.0),
             # K = 0 mixes the personalised model in at every t. With the paper's K = 600 and t_max annealed linearly
             # from 0.98 to 0.5, t > K is drawn on 40 % of the steps at the start, falling to none from 79 % of the
@@ -92,6 +93,6 @@ avatarstudio_edit_fast = MethodSpecification(
     description=(
         "Fast CPU preset of the AvatarStudio edit, for avatarstudio-recon-cpu avatars: 64 px renders, the built-in "
         "diffusion model, 300 steps, the personalised model mixed in at every timestep (K = 0), renders held to the "
-        "captured keyframes where the prompt does not act (identity loss)."
+        "captured keyframes outside the edit region (identity loss)."
     ),
 )

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from avatarstudio_ns.edit.region import EditRegion, sharpen
+from avatarstudio_ns.guidance.imaging import guided_filter
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.relevance import prompt_relevance
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
@@ -38,6 +39,21 @@ def test_sharpen_is_a_smooth_step_around_the_threshold():
 def tiny_model(tmp_path_factory):
     folder = write_small_model(tmp_path_factory.mktemp("model") / "tiny", SmallModelConfig.tiny())
     return load_diffusion(str(folder), "cpu")
+
+
+def test_the_guided_filter_moves_a_coarse_map_onto_the_images_colour_edge():
+    # A brown/blue boundary at column 20, and a map that ramps across latent cells centred at column 24.
+    columns = torch.arange(64).float()
+    guide = torch.zeros(1, 3, 64, 64)
+    guide[:, :, :, :20] = torch.tensor([0.30, 0.17, 0.08])[:, None, None]
+    guide[:, :, :, 20:] = torch.tensor([0.10, 0.28, 0.85])[:, None, None]
+    coarse = (1.0 - (columns - 16) / 16).clamp(0, 1).expand(1, 1, 64, 64)
+    refined = guided_filter(coarse, guide, radius=8)[0, 0, 32]
+    # The map now drops at the colour edge (by 0.0625 a pixel before) and no longer reaches 1 across it.
+    assert refined[19] - refined[20] > 0.3 and refined[19] > 0.9 and refined[20] < 0.6
+    # Flat colour: nothing to follow, the map is only smoothed.
+    flat = guided_filter(coarse, torch.full_like(guide, 0.5), radius=8)
+    assert torch.allclose(flat.mean(), coarse.mean(), atol=0.02)
 
 
 def test_relevance_is_zero_for_the_same_prompt_and_covers_the_square_the_model_saw(tiny_model):

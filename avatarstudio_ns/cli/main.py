@@ -16,6 +16,7 @@ from avatarstudio_ns.cli.bench import BenchCommand
 from avatarstudio_ns.cli.demo import DemoCommand
 from avatarstudio_ns.cli.evaluate import EvalCommand
 from avatarstudio_ns.cli.personalize import PersonalizeCommand
+from avatarstudio_ns.cli.suite import SuiteCommand
 from avatarstudio_ns.cli.synth import SynthCommand
 from avatarstudio_ns.cli.train_builtin import TrainBuiltinCommand
 from avatarstudio_ns.cli.video import VideoCommand
@@ -27,6 +28,7 @@ SUBCOMMANDS = {
     "video": VideoCommand,
     "eval": EvalCommand,
     "ablate": AblateCommand,
+    "suite": SuiteCommand,
     "bench": BenchCommand,
     "train-builtin": TrainBuiltinCommand,
 }

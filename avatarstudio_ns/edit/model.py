@@ -36,9 +36,10 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     the paper). The guidance's gradient is strong where the prompt asks for a change and weak elsewhere, so a
     small weight holds what the prompt does not mention (skin, eyes) to the capture while the hair still
     changes; too large a weight holds the edit back too."""
-    identity_outside_region: bool = False
+    identity_outside_region: bool = True
     """Hold renders to the capture only outside the edit region (weighted by one minus the rendered region), so the
-    identity loss never holds back what the prompt asks for."""
+    identity loss never holds back what the prompt asks for, whatever the prompt targets: one weight serves hair,
+    skin and whole-head prompts. Off: everywhere (a skin edit then barely moves; docs/edit_settings.md)."""
     region_resolution: int = 32
     """Voxels per side of the canonical grid that holds the edit region (``--pipeline.region`` finds it)."""
     entropy_loss_mult: float = 1e-3

@@ -36,11 +36,11 @@ class EditRegionConfig:
     """Noise levels (fractions of the schedule) at which the two predictions are compared."""
     num_noises: int = 8
     """Noise draws per level and keyframe."""
-    threshold: float = 0.35
+    threshold: float = 0.4
     """Relevance (scaled so that the head's 99th percentile is 1) at which a canonical point is half in the
-    region; the region rises from 0 to 1 over ``softness`` around it. Region IoU against the synth's labels on a
-    96-frame avatar, thresholds 0.2 / 0.3 / 0.4 / 0.5: blue hair 0.69 / 0.75 / 0.71 / 0.60, dark skin 0.59 / 0.68 /
-    0.72 / 0.60."""
+    region; the region rises from 0 to 1 over ``softness`` around it. Mean region IoU against the synth's labels
+    over blue, white and red hair on two 96-frame avatars and dark skin on one, thresholds 0.25 / 0.35 / 0.45 /
+    0.55: 0.70 / 0.78 / 0.78 / 0.67 (docs/edit_settings.md)."""
     softness: float = 0.2
     """Width of the region's soft edge, in the same units as ``threshold``."""
     seed: int = 0

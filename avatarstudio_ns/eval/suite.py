@@ -1,0 +1,396 @@
+"""The edit suite: several synthetic identities, each edited with several prompts by one default configuration.
+
+One avatar and one prompt say little about an edit method; the suite makes a few identities that differ in hair
+colour, skin tone and hair style, reconstructs each once, edits each with every prompt of a prompt set (skipping a
+prompt that asks for what the identity already has) using the edit preset unchanged, and scores every saved
+checkpoint of every edit, so the same run also says how many steps each prompt needs. Every stage is reused when
+finished and resumed when interrupted; scores are cached per checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from rich.console import Console
+
+from avatarstudio_ns.atomic import atomic_write_text
+from avatarstudio_ns.eval.evaluate import EvalSettings, _fmt, _jsonable
+from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet
+
+CONSOLE = Console()
+
+
+@dataclass(frozen=True)
+class SuiteIdentity:
+    """One synthetic identity of the suite, as ``avatarstudio synth`` options."""
+
+    name: str
+    """Folder name."""
+    seed: int
+    """Seed of the performance (and of the identity when ``random_identity``)."""
+    random_identity: bool = False
+    """Draw the identity from the seed instead of starting from the default identity."""
+    overrides: tuple[tuple[str, str], ...] = ()
+    """Attribute overrides, as (CaptureConfig field, value) pairs."""
+
+
+SUITE_IDENTITIES: dict[str, SuiteIdentity] = {
+    i.name: i
+    for i in (
+        # The default identity: short brown hair, light skin, brown eyes.
+        SuiteIdentity("brown-short-light", seed=0),
+        # Seed 1's random identity: long blue hair, tan skin, hazel eyes, black lips.
+        SuiteIdentity("blue-long-tan", seed=1, random_identity=True),
+        SuiteIdentity(
+            "blonde-bob-dark",
+            seed=2,
+            overrides=(("hair_color", "blonde"), ("skin_tone", "dark"), ("hair_style", "bob"), ("eye_color", "blue")),
+        ),
+    )
+}
+"""Identities the suite can make, by name: different hair colours, skin tones and hair styles."""
+
+SUITE_PROMPTS = PromptSet(
+    prompts=(
+        DEFAULT_PROMPT_SET.find("photo of a person with blue hair"),
+        EditPrompt("photo of a person with red hair", ("hair",), expected={"hair_color": "red"}),
+        EditPrompt("photo of a person with white hair", ("hair",), expected={"hair_color": "white"}),
+        DEFAULT_PROMPT_SET.find("photo of a person with dark skin"),
+        EditPrompt("photo of a person with pale skin", ("skin",), expected={"skin_tone": "pale"}),
+        DEFAULT_PROMPT_SET.find("photo of a person with green skin"),
+    )
+)
+"""Default prompts: three hair colours, two skin tones the synth knows and a skin colour no synth head has."""
+
+TARGETS = {"psnr": 30.0, "hit": 0.9}
+"""What an edit should reach: identity PSNR outside the target (dB) and the fraction of target pixels of the
+requested colour."""
+
+
+@dataclass
+class SuiteConfig:
+    """Which identities and prompts, how large, and where."""
+
+    output: Path = Path("edit_suite")
+    """Folder of the captures, runs, cached scores and the tables (suite.md, suite.json)."""
+    identities: tuple[str, ...] = tuple(SUITE_IDENTITIES)
+    """Identities to make and edit, by name: brown-short-light, blue-long-tan, blonde-bob-dark. Two processes given
+    different identities can share one output folder; a last run over all of them writes the whole table."""
+    prompts: Path | None = None
+    """Prompt set file (JSON or YAML, see avatarstudio_ns/eval/prompt_set.py); default: blue, red and white hair,
+    dark, pale and green skin."""
+    preset: Literal["fast", "paper"] = "fast"
+    """Edit preset, used unchanged: fast (avatarstudio-edit-fast, CPU) or paper (avatarstudio-edit)."""
+    base_model: str = "builtin"
+    """Base diffusion model: builtin, a local diffusers folder or a Hugging Face id."""
+    num_cameras: int = 8
+    """Cameras of each synthetic capture."""
+    num_frames: int = 96
+    """Frames of each performance."""
+    resolution: int = 64
+    """Image side of each capture, in pixels."""
+    recon_steps: int = 1500
+    """Iterations of each recon (avatarstudio-recon-cpu)."""
+    edit_steps: int | None = None
+    """Iterations of each edit; None: the preset's own."""
+    checkpoint_every: int = 100
+    """Steps between the saved checkpoints of an edit that are scored (steps to quality)."""
+    seed: int = 0
+    """Seed of the training runs."""
+    train_only: bool = False
+    """Only make the captures and train the runs; no scores or table."""
+    settings: EvalSettings = field(
+        default_factory=lambda: EvalSettings(num_train_cameras=3, timestep_stride=12, clip_model=None)
+    )
+    """How the edits are rendered and measured."""
+
+
+def _edit_spec(preset: str):
+    from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
+
+    return avatarstudio_edit_fast if preset == "fast" else avatarstudio_edit
+
+
+def edit_steps(config: SuiteConfig) -> int:
+    """Iterations of every edit of the suite."""
+    return config.edit_steps if config.edit_steps is not None else _edit_spec(config.preset).config.max_num_iterations
+
+
+def applies(prompt: EditPrompt, identity: SuiteIdentity) -> bool:
+    """Whether ``prompt`` asks for a change on ``identity`` (an identity with blue hair is not asked for blue hair)."""
+    attributes = _capture_config(identity, Path("."), SuiteConfig()).attributes()
+    return all(getattr(attributes, key) != value for key, value in (prompt.expected or {}).items())
+
+
+def _capture_config(identity: SuiteIdentity, output: Path, config: SuiteConfig):
+    from avatarstudio_ns.data.synth import CaptureConfig
+
+    return CaptureConfig(
+        output=output,
+        num_cameras=config.num_cameras,
+        num_frames=config.num_frames,
+        resolution=config.resolution,
+        seed=identity.seed,
+        random_identity=identity.random_identity,
+        progress=False,
+        **dict(identity.overrides),
+    )
+
+
+def edit_config(prompt: str, identity: str, config: SuiteConfig, root: Path):
+    """The edit preset's config, unchanged but for the prompt, base model, seed and where its personalisation
+    lives (one per identity, shared by its prompts)."""
+    trainer = copy.deepcopy(_edit_spec(config.preset).config)
+    trainer.machine.seed = config.seed
+    trainer.pipeline.model.prompt = prompt
+    trainer.pipeline.guidance.base_model = config.base_model
+    trainer.pipeline.datamanager.seed = config.seed
+    trainer.pipeline.personalization.seed = config.seed
+    trainer.pipeline.guidance.personalization = root / "personalizations" / identity
+    # Every checkpoint is kept: the suite scores each of them.
+    trainer.save_only_latest_checkpoint = False
+    return trainer
+
+
+def _timed_train(run: Path, **train_args: Any) -> None:
+    """Runs :func:`avatarstudio_ns.runs.train_run` and adds its wall time to the run's record (a resumed run adds up
+    its sittings)."""
+    from avatarstudio_ns.runs import train_run
+
+    record = run / "suite_time.json"
+    start = time.perf_counter()
+    train_run(**train_args)
+    seconds = time.perf_counter() - start
+    before = json.loads(record.read_text()) if record.is_file() else {"seconds": 0.0, "sittings": 0}
+    after = {"seconds": before["seconds"] + seconds, "sittings": before["sittings"] + 1}
+    atomic_write_text(record, json.dumps(after) + "\n")
+
+
+def _checkpoint_steps(run: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in (run / "nerfstudio_models").glob("step-*.ckpt"))
+
+
+def _load_at_step(config_yml: Path, step: int):
+    """A trained pipeline (rendering only) with the weights of its checkpoint at ``step``."""
+    import torch
+
+    from avatarstudio_ns.eval.evaluate import load_pipeline
+
+    pipeline = load_pipeline(config_yml)
+    path = config_yml.parent / "nerfstudio_models" / f"step-{step:09d}.ckpt"
+    loaded = torch.load(path, map_location="cpu", weights_only=False)
+    pipeline.load_pipeline(loaded["pipeline"], loaded["step"])
+    pipeline.eval()
+    return pipeline
+
+
+def make_avatar(identity: SuiteIdentity, config: SuiteConfig, root: Path) -> tuple[Path, Path]:
+    """The identity's capture and finished recon run, made unless already there; returns (capture, recon run)."""
+    from avatarstudio_ns.data.synth import render_capture
+    from avatarstudio_ns.runs import check_settings, finished, run_dir, settings_digest
+    from method_configs.recon import avatarstudio_recon_cpu
+
+    capture = root / "captures" / identity.name
+    settings = {
+        "identity": dataclasses.asdict(identity),
+        "num_cameras": config.num_cameras,
+        "num_frames": config.num_frames,
+        "resolution": config.resolution,
+        "recon_steps": config.recon_steps,
+        "recon_settings": settings_digest(avatarstudio_recon_cpu.config, config.recon_steps),
+    }
+    check_settings(root / "captures" / f"{identity.name}.json", _jsonable(settings), capture)
+    if not (capture / "transforms_train.json").exists():
+        CONSOLE.print(f"Rendering the capture of {identity.name}")
+        render_capture(_capture_config(identity, capture, config))
+    recon = run_dir(root, identity.name, "avatarstudio-recon-cpu", "recon")
+    if not finished(recon, config.recon_steps):
+        CONSOLE.rule(f"recon: {identity.name}")
+        _timed_train(
+            recon,
+            config=avatarstudio_recon_cpu.config,
+            data=capture,
+            root=root,
+            steps=config.recon_steps,
+            experiment=identity.name,
+            name="recon",
+        )
+    return capture, recon
+
+
+def score_run(
+    run: Path, original, views, prompt: EditPrompt, prompt_set: PromptSet, settings: EvalSettings
+) -> dict[int, dict]:
+    """Scores of every saved checkpoint of an edit run, read from its cache or measured and cached."""
+    from avatarstudio_ns.eval.evaluate import evaluate
+
+    cache = run / "suite_scores.json"
+    scores = {int(k): v for k, v in json.loads(cache.read_text()).items()} if cache.is_file() else {}
+    for step in _checkpoint_steps(run):
+        if step in scores:
+            continue
+        CONSOLE.print(f"Scoring {run} at step {step}")
+        edited = _load_at_step(run / "config.yml", step)
+        report = evaluate(original.model, [(prompt, edited.model, str(run))], views, prompt_set, settings)
+        scores[step] = _jsonable(report["edits"][0])
+        atomic_write_text(cache, json.dumps({str(k): v for k, v in sorted(scores.items())}, indent=1) + "\n")
+    return scores
+
+
+SUITE_MEASURES: tuple[tuple[str, str, Any, bool, int], ...] = (
+    ("identity PSNR (dB) ↑", "psnr", lambda e: e["identity"]["psnr"], True, 2),
+    ("identity SSIM ↑", "ssim", lambda e: e["identity"]["ssim"], True, 3),
+    ("hit ↑", "hit", lambda e: e["fidelity"]["hit_fraction_after"], True, 2),
+    ("ΔE ↓", "delta_e", lambda e: e["fidelity"]["delta_e_after"], False, 1),
+    ("time flicker ↓", "time_flicker", lambda e: (e["temporal"] or {}).get("target", {}).get("time_flicker"), False, 4),
+    ("view flicker ↓", "view_flicker", lambda e: (e["temporal"] or {}).get("target", {}).get("view_flicker"), False, 4),
+    ("region IoU ↑", "region_iou", lambda e: e.get("region_iou"), True, 2),
+)
+"""Columns of the table: title, JSON key, how to read it from an edit's scores, higher-is-better, digits."""
+
+
+def meets_targets(row: dict[str, Any]) -> bool:
+    """Whether scores reach :data:`TARGETS`."""
+    return all(row.get(key) is not None and row[key] >= value for key, value in TARGETS.items())
+
+
+def suite_row(scores: dict[int, dict]) -> dict[str, Any]:
+    """One table row: the last checkpoint's measures, and the first checkpoint step (counted from 1) that meets the
+    targets (None if none does)."""
+    last = max(scores)
+    row: dict[str, Any] = {}
+    for _, key, read, _, _ in SUITE_MEASURES:
+        value = read(scores[last])
+        row[key] = None if value is None else float(value)
+    row["steps_to_target"] = None
+    for step in sorted(scores):
+        checkpoint = {key: read(scores[step]) for _, key, read, _, _ in SUITE_MEASURES}
+        if meets_targets(checkpoint):
+            row["steps_to_target"] = step + 1
+            break
+    row["per_step"] = {
+        str(step + 1): {key: read(scores[step]) for _, key, read, _, _ in SUITE_MEASURES[:4]} for step in sorted(scores)
+    }
+    return row
+
+
+def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
+    """The table: one row per (identity, prompt), then the mean and worst of each measure."""
+    header = ["identity", "prompt"] + [t for t, *_ in SUITE_MEASURES] + ["edit s", "steps to target"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["identity"], row["prompt"].removeprefix("photo of a person with ")]
+        cells += [_fmt(row[key], digits) for _, key, _, _, digits in SUITE_MEASURES]
+        cells += [_fmt(row.get("seconds"), 0), str(row["steps_to_target"] or "not reached")]
+        lines.append("| " + " | ".join(cells) + " |")
+    for label in ("mean", "worst"):
+        cells = [f"**{label}**", ""]
+        for _, key, _, higher, digits in SUITE_MEASURES:
+            values = [r[key] for r in rows if r[key] is not None and np.isfinite(r[key])]
+            if not values:
+                cells.append("-")
+                continue
+            value = float(np.mean(values)) if label == "mean" else (min(values) if higher else max(values))
+            cells.append(_fmt(value, digits))
+        seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
+        cells.append(_fmt(float(np.mean(seconds)) if label == "mean" else max(seconds), 0) if seconds else "-")
+        reached = sum(r["steps_to_target"] is not None for r in rows)
+        cells.append(f"{reached}/{len(rows)} reached" if label == "mean" else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Targets: identity PSNR >= {TARGETS['psnr']:g} dB outside the prompt's target region and >= "
+        f"{TARGETS['hit']:.0%} of target pixels of the requested colour. Measures at the last checkpoint; steps to "
+        "target: the first saved checkpoint that meets both. Identity: PSNR / SSIM of edited vs original renders "
+        "outside the target. Hit / ΔE: fraction of target pixels whose nearest named colour is the requested one / "
+        "CIELAB distance to it. Flicker: how much the edit varies on one canonical surface point across time / views. "
+        "Region IoU: the edit region against the synth's labels of the target.",
+    ]
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def run_suite(config: SuiteConfig) -> dict[str, Any]:
+    """Makes every identity's avatar, trains every edit that is not finished, scores them and writes the table."""
+    from avatarstudio_ns.eval.ablate import slug
+    from avatarstudio_ns.eval.evaluate import collect_views, load_pipeline, pipeline_outputs
+    from avatarstudio_ns.eval.prompt_set import load_prompt_set
+    from avatarstudio_ns.guidance.loading import load_diffusion
+    from avatarstudio_ns.runs import check_settings, finished, run_dir, settings_digest
+
+    unknown = [n for n in config.identities if n not in SUITE_IDENTITIES]
+    if unknown:
+        raise ValueError(f"Unknown identity(ies) {unknown}; choose from {list(SUITE_IDENTITIES)}.")
+    prompt_set = load_prompt_set(config.prompts) if config.prompts is not None else SUITE_PROMPTS
+    steps = edit_steps(config)
+    root = config.output.expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    load_diffusion(config.base_model, "cpu")  # fail now, not after the first hour of runs
+
+    rows = []
+    for name in config.identities:
+        identity = SUITE_IDENTITIES[name]
+        capture, recon = make_avatar(identity, config, root)
+        prompts = [p for p in prompt_set.prompts if applies(p, identity)]
+        runs = []
+        for prompt in prompts:
+            trainer = edit_config(prompt.prompt, name, config, root)
+            method = trainer.method_name
+            run = run_dir(root, name, method, slug(prompt.prompt))
+            record = {"edit_settings": settings_digest(trainer, steps), "base_model": config.base_model, "steps": steps}
+            check_settings(run / "suite_settings.json", record, run)
+            if not finished(run, steps):
+                CONSOLE.rule(f"{name}: {prompt.prompt}")
+                _timed_train(
+                    run,
+                    config=trainer,
+                    data=capture,
+                    root=root,
+                    steps=steps,
+                    load_dir=recon / "nerfstudio_models",
+                    experiment=name,
+                    name=run.name,
+                    steps_per_save=config.checkpoint_every,
+                )
+            runs.append((prompt, run))
+        if config.train_only:
+            continue
+        original = load_pipeline(recon / "config.yml")
+        views = collect_views(*pipeline_outputs(original), config.settings)
+        for prompt, run in runs:
+            row = {"identity": name, "prompt": prompt.prompt, "run": str(run)}
+            row.update(suite_row(score_run(run, original, views, prompt, prompt_set, config.settings)))
+            timing = run / "suite_time.json"
+            row["seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
+            rows.append(row)
+        del original
+    if config.train_only:
+        return {}
+    note = (
+        f"Preset {config.preset} unchanged, base model {config.base_model}, {steps} edit steps (scored every "
+        f"{config.checkpoint_every}), seed {config.seed}; captures {config.num_cameras} cameras x {config.num_frames} "
+        f"frames x {config.resolution} px, recon {config.recon_steps} steps; views: "
+        f"{config.settings.num_train_cameras} training cameras + the held-out one, every "
+        f"{config.settings.timestep_stride}th frame. A prompt is left out for an identity that already has what it "
+        "asks for."
+    )
+    summary = {
+        "config": _jsonable(dataclasses.asdict(config)),
+        "identities": {n: dataclasses.asdict(SUITE_IDENTITIES[n]) for n in config.identities},
+        "targets": TARGETS,
+        "rows": rows,
+    }
+    atomic_write_text(
+        root / "suite.json", json.dumps(_jsonable(summary), indent=2, ensure_ascii=False, default=str) + "\n"
+    )
+    atomic_write_text(root / "suite.md", suite_markdown(rows, note))
+    return summary

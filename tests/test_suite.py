@@ -1,0 +1,116 @@
+"""``avatarstudio suite``: identities x prompts with one default edit, scored per checkpoint, on tiny sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avatarstudio_ns.eval import suite as S
+from avatarstudio_ns.eval.evaluate import EvalSettings
+from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, save_prompt_set
+from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
+from method_configs.edit import avatarstudio_edit_fast
+from method_configs.recon import avatarstudio_recon_cpu
+
+
+def _scores(psnr: float, hit: float) -> dict:
+    return {
+        "identity": {"psnr": psnr, "ssim": 0.9},
+        "fidelity": {"hit_fraction_after": hit, "delta_e_after": 10.0},
+        "temporal": {"target": {"time_flicker": 0.01, "view_flicker": 0.02}},
+        "region_iou": 0.8,
+    }
+
+
+def test_steps_to_target_is_the_first_checkpoint_that_meets_both_targets():
+    scores = {99: _scores(35.0, 0.5), 199: _scores(29.0, 0.95), 299: _scores(31.0, 0.92)}
+    row = S.suite_row(scores)
+    assert row["steps_to_target"] == 300  # 200 reaches the colour but not the identity
+    assert row["psnr"] == 31.0 and row["hit"] == 0.92  # the table shows the last checkpoint
+    assert S.suite_row({99: _scores(35.0, 0.5)})["steps_to_target"] is None
+
+    rows = [
+        {"identity": "a", "prompt": "photo of a person with blue hair", "seconds": 10.0, **row},
+        {
+            "identity": "b",
+            "prompt": "photo of a person with dark skin",
+            "seconds": 30.0,
+            **S.suite_row({9: _scores(25.0, 0.4)}),
+        },
+    ]
+    table = S.suite_markdown(rows)
+    worst = next(line for line in table.splitlines() if line.startswith("| **worst**"))
+    assert "| 25.00 |" in worst and "| 0.40 |" in worst and "| 30 |" in worst
+    assert "1/2 reached" in table and "not reached" in table
+
+
+def test_a_prompt_is_not_asked_of_an_identity_that_already_has_it():
+    blue = DEFAULT_PROMPT_SET.find("photo of a person with blue hair")
+    assert not S.applies(blue, S.SUITE_IDENTITIES["blue-long-tan"])
+    assert S.applies(blue, S.SUITE_IDENTITIES["brown-short-light"])
+    # Every identity of the suite differs from the others in hair colour, skin tone and hair style.
+    attributes = [S._capture_config(i, S.Path("."), S.SuiteConfig()).attributes() for i in S.SUITE_IDENTITIES.values()]
+    for key in ("hair_color", "skin_tone", "hair_style"):
+        assert len({getattr(a, key) for a in attributes}) == len(attributes), key
+
+
+def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_everything(tmp_path, monkeypatch):
+    model = write_small_model(tmp_path / "tiny", SmallModelConfig.tiny())
+    recon = avatarstudio_recon_cpu.config.pipeline
+    monkeypatch.setattr(recon.datamanager, "train_num_rays_per_batch", 256)
+    preset = avatarstudio_edit_fast.config.pipeline
+    monkeypatch.setattr(preset.datamanager, "render_resolution", 32)
+    monkeypatch.setattr(preset.guidance, "guidance_resolution", 32)
+    monkeypatch.setattr(preset.keyframes, "n_time", 1)
+    monkeypatch.setattr(preset.region, "num_noises", 1)
+    for name, value in dict(steps=2, resolution=32, lora_rank=4, num_class_images=2, class_image_steps=2).items():
+        monkeypatch.setattr(preset.personalization, name, value)
+    monkeypatch.setattr(preset.personalization, "progress", False)
+    prompts = save_prompt_set(
+        PromptSet(
+            prompts=tuple(DEFAULT_PROMPT_SET.find(f"photo of a person with {p}") for p in ("blue hair", "dark skin"))
+        ),
+        tmp_path / "prompts.yaml",
+    )
+    config = S.SuiteConfig(
+        output=tmp_path / "suite",
+        identities=("brown-short-light", "blue-long-tan"),
+        prompts=prompts,
+        base_model=str(model),
+        num_cameras=6,
+        num_frames=3,
+        resolution=32,
+        recon_steps=10,
+        edit_steps=3,
+        checkpoint_every=1,
+        settings=EvalSettings(num_train_cameras=1, timestep_stride=2, clip_model=None),
+    )
+    summary = S.run_suite(config)
+
+    rows = summary["rows"]
+    # The blue-haired identity is not asked for blue hair.
+    assert [(r["identity"], r["prompt"][len("photo of a person with ") :]) for r in rows] == [
+        ("brown-short-light", "blue hair"),
+        ("brown-short-light", "dark skin"),
+        ("blue-long-tan", "dark skin"),
+    ]
+    for row in rows:
+        assert list(row["per_step"]) == ["2", "3"]  # checkpoints after 2 and 3 steps, both scored
+        assert isinstance(row["psnr"], float) and row["seconds"] > 0
+    table = (config.output / "suite.md").read_text()
+    assert "| **mean** |" in table and "| **worst** |" in table
+    json.loads((config.output / "suite.json").read_text())
+
+    checkpoints = sorted((config.output / "runs").glob("*/*/*/nerfstudio_models/*.ckpt"))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("cached scores are measured again")
+
+    monkeypatch.setattr("avatarstudio_ns.eval.evaluate.evaluate", no_scoring)
+    again = S.run_suite(config)
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps  # nothing retrained
+    assert [r["psnr"] for r in again["rows"]] == [r["psnr"] for r in rows]
+    with pytest.raises(ValueError, match="other settings"):  # runs are never reused under other settings
+        S.run_suite(S.SuiteConfig(**{**config.__dict__, "edit_steps": 4}))
