@@ -67,9 +67,10 @@ def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
     assert bool(after["edit_region.fitted"]), "the edit found no edit region"
     for key in [k for k in after if k.startswith("original_head.")]:
         assert torch.equal(after[key], before[key.replace("original_head.", "appearance.mlp_head.")])
-    assert int(after["recon_step"]) == torch.load(
-        find_checkpoint(recon_config.get_base_dir() / "nerfstudio_models"), weights_only=True
-    )["step"]
+    assert (
+        int(after["recon_step"])
+        == torch.load(find_checkpoint(recon_config.get_base_dir() / "nerfstudio_models"), weights_only=True)["step"]
+    )
     # The deformation, codes, proposals and the canonical density (grid + density MLP) are the recon's.
     frozen = [
         k

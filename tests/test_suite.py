@@ -112,5 +112,8 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
     again = S.run_suite(config)
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps  # nothing retrained
     assert [r["psnr"] for r in again["rows"]] == [r["psnr"] for r in rows]
+    other_views = EvalSettings(num_train_cameras=1, timestep_stride=1, clip_model=None)
+    with pytest.raises(AssertionError, match="measured again"):  # scores made with other settings are not reused
+        S.run_suite(S.SuiteConfig(**{**config.__dict__, "settings": other_views}))
     with pytest.raises(ValueError, match="other settings"):  # runs are never reused under other settings
         S.run_suite(S.SuiteConfig(**{**config.__dict__, "edit_steps": 4}))

@@ -108,7 +108,7 @@ class SuiteConfig:
     train_only: bool = False
     """Only make the captures and train the runs; no scores or table."""
     settings: EvalSettings = field(
-        default_factory=lambda: EvalSettings(num_train_cameras=3, timestep_stride=12, clip_model=None)
+        default_factory=lambda: EvalSettings(num_train_cameras=3, timestep_stride=24, clip_model=None)
     )
     """How the edits are rendered and measured."""
 
@@ -229,11 +229,14 @@ def make_avatar(identity: SuiteIdentity, config: SuiteConfig, root: Path) -> tup
 def score_run(
     run: Path, original, views, prompt: EditPrompt, prompt_set: PromptSet, settings: EvalSettings
 ) -> dict[int, dict]:
-    """Scores of every saved checkpoint of an edit run, read from its cache or measured and cached."""
+    """Scores of every saved checkpoint of an edit run, read from its cache or measured and cached (a cache made
+    with other evaluation settings is measured again)."""
     from avatarstudio_ns.eval.evaluate import evaluate
 
     cache = run / "suite_scores.json"
-    scores = {int(k): v for k, v in json.loads(cache.read_text()).items()} if cache.is_file() else {}
+    recorded = _jsonable(dataclasses.asdict(settings))
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    scores = {int(k): v for k, v in cached.get("steps", {}).items()} if cached.get("settings") == recorded else {}
     for step in _checkpoint_steps(run):
         if step in scores:
             continue
@@ -241,7 +244,8 @@ def score_run(
         edited = _load_at_step(run / "config.yml", step)
         report = evaluate(original.model, [(prompt, edited.model, str(run))], views, prompt_set, settings)
         scores[step] = _jsonable(report["edits"][0])
-        atomic_write_text(cache, json.dumps({str(k): v for k, v in sorted(scores.items())}, indent=1) + "\n")
+        record = {"settings": recorded, "steps": {str(k): v for k, v in sorted(scores.items())}}
+        atomic_write_text(cache, json.dumps(record, indent=1) + "\n")
     return scores
 
 
