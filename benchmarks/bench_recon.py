@@ -27,7 +27,7 @@ from nerfstudio.models.base_model import Model
 from nerfstudio.models.nerfacto import NerfactoModelConfig
 
 from avatarstudio_ns.recon.model import AvatarReconModelConfig
-from avatarstudio_ns.recon.timing import make_batch, train_step
+from avatarstudio_ns.scripts.bench.models import make_batch, train_step
 from method_configs.recon import avatarstudio_recon, avatarstudio_recon_cpu
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from avatarstudio_ns.eval.ablate import METHODS, AblationConfig, ablation_markdown, run_ablation
 from avatarstudio_ns.eval.evaluate import EvalSettings
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, save_prompt_set
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
+from avatarstudio_ns.scripts.ablate import METHODS, AblationConfig, ablation_markdown, run_ablation
 from method_configs.edit import avatarstudio_edit_fast
 
 
@@ -59,7 +59,7 @@ def test_ablation_table_marks_the_best_method_even_when_it_is_not_ours():
             "temporal": {"target": {"time_flicker": flicker, "view_flicker": flicker}},
         }
 
-    from avatarstudio_ns.eval.ablate import ablation_rows
+    from avatarstudio_ns.scripts.ablate import ablation_rows
 
     rows = ablation_rows({"blue hair": {"vt-sds": scores(20.0, 0.5, 0.01), "sds": scores(30.0, 0.2, 0.02)}})
     table = ablation_markdown(rows)

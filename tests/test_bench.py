@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from avatarstudio_ns.cli.bench import BenchCommand
+from avatarstudio_ns.scripts.bench.command import BenchCommand
 from avatarstudio_ns.threads import torch_threads
 
 FIGURES = [

@@ -375,12 +375,12 @@ def test_dataset_scales_fg_mask_with_images(vhap, dnerf):
 
 def test_synth_capture_loads(tmp_path):
     # The synth command is written concurrently by another engineer; until it exists there is nothing to load.
-    if importlib.util.find_spec("avatarstudio_ns.cli.synth") is None:
-        reason = "avatarstudio synth does not exist yet (no avatarstudio_ns.cli.synth module)"
+    if importlib.util.find_spec("avatarstudio_ns.scripts.synth") is None:
+        reason = "avatarstudio synth does not exist yet (no avatarstudio_ns.scripts.synth module)"
         print(f"SKIP REASON: {reason}")
         pytest.skip(reason)
     output = tmp_path / "head"
-    command = [sys.executable, "-m", "avatarstudio_ns.cli.main", "synth", "--output", str(output)]
+    command = [sys.executable, "-m", "avatarstudio_ns.scripts.main", "synth", "--output", str(output)]
     command += ["--num-cameras", "8", "--num-frames", "4", "--resolution", "32"]  # 32 px keeps the test fast
     subprocess.run(command, check=True, timeout=600)
     parser = AvatarStudioDataParserConfig(data=output).setup()

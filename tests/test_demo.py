@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from avatarstudio_ns.demo import DemoConfig, run_demo
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
+from avatarstudio_ns.scripts.demo import DemoConfig, run_demo
 
 
 def _checkpoints(folder):

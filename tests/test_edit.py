@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import quiet_config, train
 
-from avatarstudio_ns.cli.personalize import PersonalizeCommand
 from avatarstudio_ns.edit.trainer import find_checkpoint
 from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
+from avatarstudio_ns.scripts.personalize import PersonalizeCommand
 from method_configs.edit import avatarstudio_edit_fast
 
 EDIT_STEPS = 4
@@ -272,9 +272,10 @@ def test_the_identity_loss_compares_each_keyframe_render_with_its_capture(edited
     height, width = batch["image_height"], batch["image_width"]
     expected = F.interpolate(captured[None], size=(height, width), mode="area")[0].permute(1, 2, 0).reshape(-1, 3)
     assert torch.allclose(batch["image"], expected)
-    preset, training = model.config.identity_loss_mult, model.training
+    preset, outside, training = model.config.identity_loss_mult, model.config.identity_outside_region, model.training
     model.train()
     try:
+        model.config.identity_outside_region = False  # everywhere first
         model.config.identity_loss_mult = 0.0
         assert "identity_loss" not in model.get_loss_dict(model(ray_bundle), batch)  # off unless weighted
         model.config.identity_loss_mult = 2.0
@@ -285,13 +286,13 @@ def test_the_identity_loss_compares_each_keyframe_render_with_its_capture(edited
         # Only the edited appearance receives the identity's gradient; the geometry stays the recon's.
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.appearance.mlp_head.parameters())
         assert all(p.grad is None for p in model.appearance.mlp_base.parameters())
-        # Held to the capture only outside the edit region, when asked: the rendered region weights each pixel.
+        # Held to the capture only outside the edit region (the default): the rendered region weights each pixel.
         model.config.identity_outside_region = True
         loss = model.get_loss_dict(outputs, batch)["identity_loss"]
         outside = 1.0 - outputs["edit_region"].detach()
         assert torch.allclose(loss, 2.0 * (outside * (outputs["rgb"] - expected) ** 2).mean())
     finally:
-        model.config.identity_outside_region = False
+        model.config.identity_outside_region = outside
         model.config.identity_loss_mult = preset
         model.train(training)
         model.zero_grad(set_to_none=True)

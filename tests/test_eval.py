@@ -187,7 +187,7 @@ def test_bad_prompt_sets_name_the_file(tmp_path):
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory):
     """A tiny capture written by ``avatarstudio synth`` (held-out camera 3)."""
-    from avatarstudio_ns.cli import main as cli
+    from avatarstudio_ns.scripts import main as cli
 
     out = tmp_path_factory.mktemp("eval") / "head"
     argv = ["avatarstudio", "synth", "--output", str(out), "--num-cameras", "4", "--num-frames", "3"]
@@ -285,8 +285,8 @@ def test_evaluate_renders_and_measures(outputs, tmp_path):
 def test_eval_command_with_stand_in_pipelines(outputs, tmp_path, monkeypatch):
     import tyro
 
-    from avatarstudio_ns.cli.evaluate import EvalCommand
     from avatarstudio_ns.eval import evaluate as E
+    from avatarstudio_ns.scripts.evaluate import EvalCommand
 
     class Pipeline:
         def __init__(self, model):

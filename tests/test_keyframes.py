@@ -11,7 +11,6 @@ from avatarstudio_ns.data.keyframes import (
     frame_codes_from_checkpoint,
     read_keyframe_manifest,
     select_keyframes,
-    with_prompts,
     write_keyframe_manifest,
 )
 
@@ -95,8 +94,10 @@ def test_farthest_frames_respect_the_gap_and_the_frontal_cameras_frames():
 
 
 def test_manifest_round_trip_and_codes_from_checkpoint(tmp_path):
-    keyframes = with_prompts([Keyframe(0, 0, 0.0), Keyframe(3, 10, 0.5, source="time")], ["abc", "def"], "woman")
-    assert keyframes[1].prompt == "photo of a def woman"
+    keyframes = [
+        Keyframe(0, 0, 0.0, identifier="abc", prompt="photo of a abc woman"),
+        Keyframe(3, 10, 0.5, source="time", identifier="def", prompt="photo of a def woman"),
+    ]
     write_keyframe_manifest(tmp_path / "k.json", keyframes, frontal_camera=3)
     assert read_keyframe_manifest(tmp_path / "k.json") == keyframes
     codes = torch.randn(7, 5)

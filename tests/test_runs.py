@@ -1,10 +1,10 @@
-"""Tests of the helpers that run nerfstudio training jobs from Python (avatarstudio_ns.runs)."""
+"""Tests of the helpers that run nerfstudio training jobs from Python (avatarstudio_ns.scripts.runs)."""
 
 from __future__ import annotations
 
 import copy
 
-from avatarstudio_ns.runs import fit_schedules, settings_digest
+from avatarstudio_ns.scripts.runs import fit_schedules, settings_digest
 from method_configs.edit import avatarstudio_edit_fast
 from method_configs.recon import CPU_STEPS, avatarstudio_recon_cpu
 

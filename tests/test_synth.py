@@ -30,7 +30,7 @@ NUM_CAMERAS, NUM_FRAMES, RES = 8, 4, 64
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory):
     """A tiny capture written through the real command line."""
-    from avatarstudio_ns.cli import main as cli
+    from avatarstudio_ns.scripts import main as cli
 
     out = tmp_path_factory.mktemp("synth") / "head"
     argv = ["avatarstudio", "synth", "--output", str(out), "--num-cameras", str(NUM_CAMERAS)]

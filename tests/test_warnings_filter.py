@@ -23,7 +23,7 @@ def run_python(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_help_prints_no_dependency_warnings():
     command = shutil.which("avatarstudio")
-    cli = [command] if command else [sys.executable, "-m", "avatarstudio_ns.cli.main"]
+    cli = [command] if command else [sys.executable, "-m", "avatarstudio_ns.scripts.main"]
     result = run_python(*cli, "--help")
     assert result.returncode == 0, result.stderr
     assert "synth" in result.stdout

@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from avatarstudio_ns.checkpoints import atomic_write_text
+from avatarstudio_ns.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -232,18 +232,6 @@ def read_keyframe_manifest(path: Path) -> list[Keyframe]:
     data = json.loads(Path(path).read_text())
     names = set(Keyframe.__dataclass_fields__)
     return [Keyframe(**{k: v for k, v in item.items() if k in names}) for item in data["keyframes"]]
-
-
-def with_prompts(keyframes: Sequence[Keyframe], identifiers: Sequence[str], class_noun: str) -> list[Keyframe]:
-    """Attach identifiers and their prompts "photo of a [id] [class noun]" to keyframes."""
-    from avatarstudio_ns.guidance.identifiers import identifier_prompt
-
-    if len(identifiers) != len(keyframes):
-        raise ValueError(f"{len(identifiers)} identifiers for {len(keyframes)} keyframes.")
-    return [
-        replace(k, identifier=i, prompt=identifier_prompt(i, class_noun))
-        for k, i in zip(keyframes, identifiers, strict=True)
-    ]
 
 
 def _view_directions(dataset) -> Float[Tensor, "n 3"]:

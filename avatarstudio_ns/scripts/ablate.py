@@ -296,7 +296,7 @@ def comparison_frames(panels: dict[str, list[np.ndarray]], scale: int = 2, gap: 
 def _check_run_settings(run: Path, config: AblationConfig, trainer) -> None:
     """Records the settings a run is made with; refuses to reuse or resume a run made with other settings (a changed
     preset included: ``edit_settings`` is a digest of the run's whole edit config)."""
-    from avatarstudio_ns.runs import check_settings, settings_digest
+    from avatarstudio_ns.scripts.runs import check_settings, settings_digest
 
     settings = {
         "edit_settings": settings_digest(trainer, config.steps),
@@ -311,12 +311,12 @@ def _check_run_settings(run: Path, config: AblationConfig, trainer) -> None:
 
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Trains every (prompt, method) run that is not finished, scores them and writes the table and videos."""
-    from avatarstudio_ns.cli.video import frontal_image_index
     from avatarstudio_ns.eval.evaluate import collect_views, evaluate, load_pipeline, pipeline_outputs
     from avatarstudio_ns.eval.prompt_set import load_prompt_set
     from avatarstudio_ns.eval.renders import orbit_path, render_rgb, write_video
     from avatarstudio_ns.guidance.loading import load_diffusion
-    from avatarstudio_ns.runs import finished, run_dir, train_run
+    from avatarstudio_ns.scripts.runs import finished, run_dir, train_run
+    from avatarstudio_ns.scripts.video import frontal_image_index
 
     methods = _method_order(config.methods)
     prompt_set = load_prompt_set(config.prompts) if config.prompts is not None else ABLATION_PROMPTS
@@ -396,3 +396,20 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     atomic_write_text(root / "ablation.json", json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(root / "ablation.md", ablation_markdown(rows, settings_note))
     return summary
+
+
+@dataclass
+class AblateCommand(AblationConfig):
+    """Edit one avatar with every method on the same prompts, seeds and budget, then score identity, prompt
+    fidelity and temporal consistency of each: writes ablation.md (the table), ablation.json and a side-by-side
+    video per prompt. Finished runs are reused, interrupted ones resumed."""
+
+    def main(self) -> None:
+        """Runs the ablation and prints the table."""
+        from rich.markdown import Markdown
+
+        run_ablation(self)
+        if not self.train_only:
+            table = (self.output / "ablation.md").read_text(encoding="utf-8")
+            CONSOLE.print(Markdown(table))
+            CONSOLE.print(f"Table: {self.output / 'ablation.md'}; videos: {self.output}/*.mp4")

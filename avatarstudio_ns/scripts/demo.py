@@ -16,8 +16,8 @@ import torch
 from rich.console import Console
 from rich.panel import Panel
 
-from avatarstudio_ns.checkpoints import atomic_write_text
-from avatarstudio_ns.runs import check_settings, finished, run_dir, settings_digest, train_run
+from avatarstudio_ns.atomic import atomic_write_text
+from avatarstudio_ns.scripts.runs import check_settings, finished, run_dir, settings_digest, train_run
 
 CONSOLE = Console()
 
@@ -78,7 +78,6 @@ def check_avatar_settings(root: Path, config: DemoConfig) -> None:
 def run_demo(config: DemoConfig) -> dict:
     """Runs every stage that has not finished yet and writes the results; returns the edit's scores (empty when the
     built-in prompt set has no measure for the prompt)."""
-    from avatarstudio_ns.cli.video import frontal_image_index
     from avatarstudio_ns.data.synth import CaptureConfig, render_capture
     from avatarstudio_ns.eval.evaluate import (
         EvalSettings,
@@ -91,6 +90,7 @@ def run_demo(config: DemoConfig) -> dict:
     from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET
     from avatarstudio_ns.eval.renders import image_grid, orbit_path, render_rgb, side_by_side, write_video
     from avatarstudio_ns.guidance.loading import load_diffusion
+    from avatarstudio_ns.scripts.video import frontal_image_index
     from method_configs.edit import avatarstudio_edit_fast
     from method_configs.recon import avatarstudio_recon_cpu
 
@@ -201,3 +201,15 @@ def run_demo(config: DemoConfig) -> dict:
         )
     )
     return report
+
+
+@dataclass
+class DemoCommand(DemoConfig):
+    """Synthetic capture -> recon -> personalise -> VT-SDS edit -> side-by-side video, image grid and scores.
+
+    Re-running reuses every finished stage, so an interrupted demo continues where it stopped.
+    """
+
+    def main(self) -> None:
+        """Runs the demo."""
+        run_demo(self)

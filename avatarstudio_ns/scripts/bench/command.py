@@ -1,5 +1,5 @@
 """``avatarstudio bench``: seconds per iteration and peak memory of recon, personalisation and edit, and the cost
-of VT-SDS against plain SDS over an edit run (see :mod:`avatarstudio_ns.bench`)."""
+of VT-SDS against plain SDS over an edit run (see :mod:`avatarstudio_ns.scripts.bench.runner`)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class BenchCommand:
         """Run the suites, print the tables and write the JSON report."""
         import torch
 
-        from avatarstudio_ns.bench import plan_suites, print_report, run_bench
+        from avatarstudio_ns.scripts.bench.runner import plan_suites, print_report, run_bench
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import tyro
 
-from avatarstudio_ns.cli.ablate import AblateCommand
-from avatarstudio_ns.cli.bench import BenchCommand
-from avatarstudio_ns.cli.demo import DemoCommand
-from avatarstudio_ns.cli.evaluate import EvalCommand
-from avatarstudio_ns.cli.personalize import PersonalizeCommand
-from avatarstudio_ns.cli.suite import SuiteCommand
-from avatarstudio_ns.cli.synth import SynthCommand
-from avatarstudio_ns.cli.train_builtin import TrainBuiltinCommand
-from avatarstudio_ns.cli.video import VideoCommand
+from avatarstudio_ns.scripts.ablate import AblateCommand
+from avatarstudio_ns.scripts.bench.command import BenchCommand
+from avatarstudio_ns.scripts.demo import DemoCommand
+from avatarstudio_ns.scripts.evaluate import EvalCommand
+from avatarstudio_ns.scripts.personalize import PersonalizeCommand
+from avatarstudio_ns.scripts.suite import SuiteCommand
+from avatarstudio_ns.scripts.synth import SynthCommand
+from avatarstudio_ns.scripts.train_builtin import TrainBuiltinCommand
+from avatarstudio_ns.scripts.video import VideoCommand
 
 SUBCOMMANDS = {
     "demo": DemoCommand,

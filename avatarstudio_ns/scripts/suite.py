@@ -161,9 +161,9 @@ def edit_config(prompt: str, identity: str, config: SuiteConfig, root: Path):
 
 
 def _timed_train(run: Path, **train_args: Any) -> None:
-    """Runs :func:`avatarstudio_ns.runs.train_run` and adds its wall time to the run's record (a resumed run adds up
-    its sittings)."""
-    from avatarstudio_ns.runs import train_run
+    """Runs :func:`~avatarstudio_ns.scripts.runs.train_run` and adds its wall time to the run's record (a resumed run
+    adds up its sittings)."""
+    from avatarstudio_ns.scripts.runs import train_run
 
     record = run / "suite_time.json"
     start = time.perf_counter()
@@ -195,7 +195,7 @@ def _load_at_step(config_yml: Path, step: int):
 def make_avatar(identity: SuiteIdentity, config: SuiteConfig, root: Path) -> tuple[Path, Path]:
     """The identity's capture and finished recon run, made unless already there; returns (capture, recon run)."""
     from avatarstudio_ns.data.synth import render_capture
-    from avatarstudio_ns.runs import check_settings, finished, run_dir, settings_digest
+    from avatarstudio_ns.scripts.runs import check_settings, finished, run_dir, settings_digest
     from method_configs.recon import avatarstudio_recon_cpu
 
     capture = root / "captures" / identity.name
@@ -325,11 +325,11 @@ def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
 
 def run_suite(config: SuiteConfig) -> dict[str, Any]:
     """Makes every identity's avatar, trains every edit that is not finished, scores them and writes the table."""
-    from avatarstudio_ns.eval.ablate import slug
     from avatarstudio_ns.eval.evaluate import collect_views, load_pipeline, pipeline_outputs
     from avatarstudio_ns.eval.prompt_set import load_prompt_set
     from avatarstudio_ns.guidance.loading import load_diffusion
-    from avatarstudio_ns.runs import check_settings, finished, run_dir, settings_digest
+    from avatarstudio_ns.scripts.ablate import slug
+    from avatarstudio_ns.scripts.runs import check_settings, finished, run_dir, settings_digest
 
     unknown = [n for n in config.identities if n not in SUITE_IDENTITIES]
     if unknown:
@@ -398,3 +398,20 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
     )
     atomic_write_text(root / "suite.md", suite_markdown(rows, note))
     return summary
+
+
+@dataclass
+class SuiteCommand(SuiteConfig):
+    """Make synthetic identities that differ in hair colour, skin tone and hair style, reconstruct each, edit each
+    with every prompt of a prompt set using the edit preset unchanged, and score every saved checkpoint: writes
+    suite.md (the table, with the mean and worst of each measure and the steps each edit needed to reach the
+    targets) and suite.json. Finished stages are reused, interrupted ones resumed, scores cached per checkpoint."""
+
+    def main(self) -> None:
+        """Runs the suite and prints the table."""
+        from rich.markdown import Markdown
+
+        run_suite(self)
+        if not self.train_only:
+            CONSOLE.print(Markdown((self.output / "suite.md").read_text(encoding="utf-8")))
+            CONSOLE.print(f"Table: {self.output / 'suite.md'}; scores: {self.output / 'suite.json'}")

@@ -1,0 +1,108 @@
+"""Region IoU of the edit region per prompt on a reconstructed synth avatar, without training an edit.
+
+For each prompt, the edit preset's region settings find the region on the avatar's keyframes exactly as an edit's
+first step does (``fit_edit_region``); the region is then looked up at the rendered surface of evaluation views and
+compared with the synth's labels of the prompt's target. Prints one line per prompt and writes a JSON file.
+
+    python benchmarks/region_iou.py --recon <recon run>/config.yml --output region_iou.json \
+        --prompts "photo of a person with blue hair" "photo of a person with dark skin"
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import tyro
+import yaml
+
+from avatarstudio_ns.data.keyframes import avatar_keyframes
+from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region
+from avatarstudio_ns.eval import metrics as M
+from avatarstudio_ns.eval.evaluate import EvalSettings, collect_views, pipeline_outputs
+from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, load_prompt_set
+from avatarstudio_ns.guidance.loading import load_diffusion
+from avatarstudio_ns.scripts.suite import SUITE_PROMPTS
+from method_configs.edit import avatarstudio_edit_fast
+
+
+@dataclass
+class RegionIoU:
+    """Measure the edit region of each prompt against the synth's labels."""
+
+    recon: Path
+    """config.yml of an avatarstudio-recon(-cpu) run of a synth capture."""
+    output: Path = Path("region_iou.json")
+    """JSON file of the IoU per prompt."""
+    prompts: tuple[str, ...] = tuple(p.prompt for p in SUITE_PROMPTS.prompts)
+    """Prompts, each in the prompt set (for its target regions)."""
+    prompt_set: Path | None = None
+    """Prompt set file; default: the suite's prompts and the built-in ones."""
+    base_model: str = "builtin"
+    """Base diffusion model."""
+    region: EditRegionConfig = field(default_factory=EditRegionConfig)
+    """Region settings (default: the edit's)."""
+    settings: EvalSettings = field(
+        default_factory=lambda: EvalSettings(num_train_cameras=3, timestep_stride=24, clip_model=None)
+    )
+    """Views the region is scored on."""
+
+    def main(self) -> None:
+        torch.set_num_threads(1)
+        prompt_set = load_prompt_set(self.prompt_set) if self.prompt_set else None
+        config = copy.deepcopy(avatarstudio_edit_fast.config)
+        recon = yaml.load(self.recon.read_text(), Loader=yaml.Loader)
+        config.pipeline.datamanager.data = recon.pipeline.datamanager.data
+        config.pipeline.guidance.base_model = self.base_model
+        config.load_dir = self.recon.parent / "nerfstudio_models"
+        config.output_dir = Path(tempfile.mkdtemp(prefix="region_iou_"))
+        config.vis = "tensorboard"
+        config.logging.local_writer.enable = False
+        config.set_timestamp()
+        config.save_config()
+        trainer = config.setup(local_rank=0, world_size=1)
+        trainer.setup()
+        pipeline, datamanager = trainer.pipeline, trainer.pipeline.datamanager
+        keyframes = avatar_keyframes(
+            pipeline.model.get_frame_embeddings(),
+            datamanager.train_dataset,
+            datamanager.eval_dataset,
+            config.pipeline.keyframes,
+        )
+        datamanager.set_keyframes(keyframes)
+        cameras = [datamanager.keyframe_camera(i) for i in range(len(keyframes))]
+        base = load_diffusion(self.base_model, "cpu")
+        views = collect_views(*pipeline_outputs(pipeline), self.settings)
+        pipeline.model.eval()
+        surfaces = [pipeline.model.canonical_surface(c) for c in views.cameras]
+        positions = torch.stack([s[0] for s in surfaces])
+        head = torch.stack([s[1] for s in surfaces]) > 0.5
+        results = {}
+        for prompt in self.prompts:
+            entry = prompt_set.find(prompt) if prompt_set else _find(prompt)
+            start = time.perf_counter()
+            fit_edit_region(pipeline.model, cameras, base, prompt, self.region)
+            region = (pipeline.model.edit_region(positions)[..., 0] * head).numpy()
+            labels = views.resized(*region.shape[1:3]).labels
+            iou = M.region_iou(region, M.region_mask(labels, entry.regions), labels != 0)
+            results[prompt] = {"regions": list(entry.regions), "iou": iou, "seconds": time.perf_counter() - start}
+            print(f"{prompt}: region IoU {iou:.3f} ({', '.join(entry.regions)})", flush=True)
+        self.output.write_text(json.dumps({"recon": str(self.recon), "results": results}, indent=1) + "\n")
+
+
+def _find(prompt: str):
+    for prompts in (SUITE_PROMPTS, DEFAULT_PROMPT_SET):
+        try:
+            return prompts.find(prompt)
+        except KeyError:
+            continue
+    raise KeyError(f"{prompt!r} is in neither the suite's nor the built-in prompt set; give --prompt-set.")
+
+
+if __name__ == "__main__":
+    tyro.cli(RegionIoU).main()
