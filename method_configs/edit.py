@@ -15,7 +15,7 @@ from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
 from avatarstudio_ns.edit.model import AvatarEditModelConfig
 from avatarstudio_ns.edit.pipeline import AvatarEditPipelineConfig
 from avatarstudio_ns.edit.trainer import EditTrainerConfig
-from avatarstudio_ns.guidance.personalize import PersonalizeConfig
+from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig
 from avatarstudio_ns.guidance.vtsds import VTSDSGuidanceConfig
 from avatarstudio_ns.recon.schedulers import FloatExponentialDecaySchedulerConfig
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.eval.evaluate import EvalSettings
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, save_prompt_set
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
 from avatarstudio_ns.guidance.loading import load_diffusion
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.scripts.ablate import METHODS, AblationConfig, ablation_markdown, run_ablation
 from method_configs.edit import avatarstudio_edit_fast
 

@@ -13,14 +13,14 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
 from avatarstudio_ns.builtin import unet_stage
-from avatarstudio_ns.builtin.dataset import TABLES, HeadDatasetConfig, HeadImages, build_dataset, training_caption
+from avatarstudio_ns.builtin.head_images import TABLES, HeadDatasetConfig, HeadImages, build_dataset, training_caption
 from avatarstudio_ns.builtin.probe import ProbeConfig, accuracy, train_probe
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_vae
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes, train_builtin
 from avatarstudio_ns.builtin.unet_stage import UnetStageConfig
 from avatarstudio_ns.builtin.vae_init import colour_preserving_init
 from avatarstudio_ns.builtin.vae_stage import VaeStageConfig
 from avatarstudio_ns.data.synth import HAIR_COLORS, SKIN_TONES, HeadAttributes
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, build_vae
 
 SHIPPED = Path(__file__).resolve().parents[1] / "avatarstudio_ns" / "assets" / "builtin_model"
 TINY_DATA = HeadDatasetConfig(num_identities=4, views_per_identity=2, resolution=32, identities_per_shard=2, workers=1)

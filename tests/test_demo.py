@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.scripts.demo import DemoConfig, run_demo
 
 

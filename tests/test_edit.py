@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import quiet_config, train
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.edit.trainer import find_checkpoint
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.scripts.personalize import PersonalizeCommand
 from method_configs.edit import avatarstudio_edit_fast
 

@@ -286,7 +286,7 @@ def test_eval_command_with_stand_in_pipelines(outputs, tmp_path, monkeypatch):
     import tyro
 
     from avatarstudio_ns.eval import evaluate as E
-    from avatarstudio_ns.scripts.evaluate import EvalCommand
+    from avatarstudio_ns.scripts.eval_edits import EvalCommand
 
     class Pipeline:
         def __init__(self, model):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from avatarstudio_ns.guidance.identifiers import class_prompt, identifier_prompt, make_identifiers
+from avatarstudio_ns.guidance.personalization.identifiers import class_prompt, identifier_prompt, make_identifiers
 
 
 def test_identifiers_unique_deterministic_and_shared_ablation():

@@ -7,10 +7,10 @@ import time
 import pytest
 import torch
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.guidance import loading
 from avatarstudio_ns.guidance.loading import DiffusionModelNotFound, load_diffusion
 from avatarstudio_ns.guidance.prediction import add_noise, to_epsilon, training_target, v_to_epsilon
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 
 
 def test_v_prediction_converts_to_epsilon():

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.data.keyframes import Keyframe
 from avatarstudio_ns.guidance.adapters import PERSONAL_ADAPTER, add_lora
 from avatarstudio_ns.guidance.loading import load_diffusion
-from avatarstudio_ns.guidance.personalized import PersonalizedModel
+from avatarstudio_ns.guidance.personalization.personalized_model import PersonalizedModel
 from avatarstudio_ns.guidance.prediction import alphabar_at
 from avatarstudio_ns.guidance.schedules import annealed_t_max, sds_weight
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.guidance.vtsds import (
     VTSDSGuidance,
     VTSDSGuidanceConfig,

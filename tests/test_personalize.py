@@ -9,13 +9,13 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.data.keyframes import Keyframe
 from avatarstudio_ns.guidance.adapters import adapters_disabled
 from avatarstudio_ns.guidance.loading import load_diffusion
-from avatarstudio_ns.guidance.personalize import STATE_NAME, PersonalizeConfig, personalize
-from avatarstudio_ns.guidance.personalized import is_complete, load_personalization
+from avatarstudio_ns.guidance.personalization.finetune import STATE_NAME, PersonalizeConfig, personalize
+from avatarstudio_ns.guidance.personalization.personalized_model import is_complete, load_personalization
 from avatarstudio_ns.guidance.prediction import add_noise, alphabar_at
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 
 
 @pytest.fixture(scope="module")

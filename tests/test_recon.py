@@ -292,7 +292,7 @@ def test_checkpoint_reloads_with_eval_setup_and_renders(trained):
 
 
 def test_per_timestep_metrics_cover_every_held_out_frame(trained):
-    from avatarstudio_ns.recon.evaluate import per_timestep_metrics
+    from avatarstudio_ns.scripts.per_frame_metrics import per_timestep_metrics
 
     _, trainer = trained
     result = per_timestep_metrics(trainer.pipeline)

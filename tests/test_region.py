@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.edit.region import EditRegion, sharpen
 from avatarstudio_ns.guidance.imaging import guided_filter
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.relevance import prompt_relevance
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 

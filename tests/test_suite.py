@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.eval.evaluate import EvalSettings
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, save_prompt_set
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.scripts import suite as S
 from method_configs.edit import avatarstudio_edit_fast
 from method_configs.recon import avatarstudio_recon_cpu

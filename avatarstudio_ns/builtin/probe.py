@@ -14,7 +14,7 @@ from jaxtyping import Float
 from rich.console import Console
 from torch import Tensor, nn
 
-from avatarstudio_ns.builtin.dataset import TABLES, HeadImages
+from avatarstudio_ns.builtin.head_images import TABLES, HeadImages
 from avatarstudio_ns.builtin.progress import StageProgress
 
 PROBED: tuple[str, ...] = ("hair", "skin", "eyes")

@@ -18,19 +18,19 @@ from rich.console import Console
 from transformers import CLIPTokenizer
 
 from avatarstudio_ns.atomic import atomic_write_folder
-from avatarstudio_ns.builtin.dataset import HeadDatasetConfig, HeadImages, build_dataset
-from avatarstudio_ns.builtin.unet_stage import UnetStageConfig, train_unet
-from avatarstudio_ns.builtin.vae_stage import VaeStageConfig, encode_latents, train_vae
-from avatarstudio_ns.data.synth import EYE_COLORS, HAIR_COLORS, HAIR_STYLES, LIP_COLORS, SKIN_TONES
-from avatarstudio_ns.guidance.char_tokenizer import BOS_TOKEN, DEFAULT_WORDS, EOS_TOKEN, build_vocab, write_tokenizer
-from avatarstudio_ns.guidance.loading import builtin_model_dir
-from avatarstudio_ns.guidance.small_model import (
+from avatarstudio_ns.builtin.char_tokenizer import BOS_TOKEN, DEFAULT_WORDS, EOS_TOKEN, build_vocab, write_tokenizer
+from avatarstudio_ns.builtin.head_images import HeadDatasetConfig, HeadImages, build_dataset
+from avatarstudio_ns.builtin.small_model import (
     SmallModelConfig,
     build_scheduler,
     build_text_encoder,
     build_unet,
     model_index,
 )
+from avatarstudio_ns.builtin.unet_stage import UnetStageConfig, train_unet
+from avatarstudio_ns.builtin.vae_stage import VaeStageConfig, encode_latents, train_vae
+from avatarstudio_ns.data.synth import EYE_COLORS, HAIR_COLORS, HAIR_STYLES, LIP_COLORS, SKIN_TONES
+from avatarstudio_ns.guidance.loading import builtin_model_dir
 from avatarstudio_ns.threads import torch_threads
 
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from avatarstudio_ns.builtin.checkpoint import load_state, save_state
-from avatarstudio_ns.builtin.dataset import HeadImages, training_caption
+from avatarstudio_ns.builtin.head_images import HeadImages, training_caption
 from avatarstudio_ns.builtin.progress import StageProgress
 
 

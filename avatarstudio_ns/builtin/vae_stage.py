@@ -25,8 +25,8 @@ from torch import Tensor
 from avatarstudio_ns.atomic import atomic_write_folder
 from avatarstudio_ns.builtin.checkpoint import load_state, save_state
 from avatarstudio_ns.builtin.progress import StageProgress
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_vae
 from avatarstudio_ns.builtin.vae_init import colour_preserving_init
-from avatarstudio_ns.guidance.small_model import SmallModelConfig, build_vae
 
 
 @dataclass

@@ -14,8 +14,8 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from avatarstudio_ns.edit.region import EditRegion
-from avatarstudio_ns.guidance.regularizers import opacity_entropy
 from avatarstudio_ns.recon.model import AvatarReconModel, AvatarReconModelConfig
+from avatarstudio_ns.recon.regularizers import opacity_entropy
 
 
 @dataclass

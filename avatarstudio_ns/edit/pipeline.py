@@ -19,8 +19,8 @@ from avatarstudio_ns.edit.model import AvatarEditModelConfig
 from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
 from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
-from avatarstudio_ns.guidance.personalize import PersonalizeConfig, personalize
-from avatarstudio_ns.guidance.personalized import load_personalization
+from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
+from avatarstudio_ns.guidance.personalization.personalized_model import load_personalization
 from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
 
 PERSONALIZATION_CACHE = Path("~/.cache/avatarstudio/personalizations")

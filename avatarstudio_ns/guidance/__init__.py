@@ -2,17 +2,13 @@
 
 Modules, one role each:
     loading         load_diffusion(model, device) -> DiffusionModel; DiffusionModelNotFound
-    small_model     write_small_model(folder, SmallModelConfig): a small SD-layout model with random weights
-    char_tokenizer  the CLIP BPE vocabulary of the small models (every character is a token)
     text_cache      prompt embeddings computed once
     prediction      epsilon / v / x0 conversions and training targets
-    identifiers     rare per-keyframe identifiers and prompts
     imaging         the square crop + resize shared by training and guidance
     adapters        LoRA on the UNet attention projections, saved as diffusers loads it
-    class_images    prior-preservation images, cached on disk
-    personalize     personalize(keyframes, images, base, PersonalizeConfig, output)
-    personalized    load_personalization(folder, base) -> PersonalizedModel
+    personalization/  the fine-tune on the keyframes (finetune), loading its result (personalized_model), the
+                    identifiers and the prior-preservation class images
+    relevance       where an edit prompt acts on an image (the edit region's evidence)
     schedules       annealed t_max and w(t)
     vtsds           combine_noise_predictions (Eq. 10), v_for_timestep, VTSDSGuidanceConfig / VTSDSGuidance
-    regularizers    opacity_entropy (Eq. 9)
 """

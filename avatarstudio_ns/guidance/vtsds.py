@@ -21,7 +21,7 @@ from torch import Tensor
 from avatarstudio_ns.guidance.adapters import adapters_disabled
 from avatarstudio_ns.guidance.imaging import to_model_square
 from avatarstudio_ns.guidance.loading import DEFAULT_BASE_MODEL, DiffusionModel, load_diffusion
-from avatarstudio_ns.guidance.personalized import PersonalizedModel, load_personalization
+from avatarstudio_ns.guidance.personalization.personalized_model import PersonalizedModel, load_personalization
 from avatarstudio_ns.guidance.prediction import add_noise, alphabar_at
 from avatarstudio_ns.guidance.schedules import AnnealMode, Weighting, annealed_t_max, sds_weight
 

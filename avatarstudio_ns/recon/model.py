@@ -31,7 +31,7 @@ from nerfstudio.utils.external import TCNN_EXISTS
 from torch import Tensor
 from torch.nn import Parameter
 
-from avatarstudio_ns.recon import metrics
+from avatarstudio_ns.recon import image_metrics
 from avatarstudio_ns.recon.deformation import DeformationField
 from avatarstudio_ns.recon.field import CanonicalAppearanceField
 from avatarstudio_ns.recon.frame_codes import FrameCodes
@@ -414,7 +414,7 @@ class AvatarReconModel(Model):
 
     def get_metrics_dict(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, Tensor]:
         """Training PSNR and, while training, the distortion value."""
-        metrics_dict = {"psnr": metrics.psnr(outputs["rgb"], self._gt_rgb(batch))}
+        metrics_dict = {"psnr": image_metrics.psnr(outputs["rgb"], self._gt_rgb(batch))}
         if self.training:
             metrics_dict["distortion"] = distortion_loss(outputs["weights_list"], outputs["ray_samples_list"])
         return metrics_dict
@@ -454,8 +454,11 @@ class AvatarReconModel(Model):
         predicted_rgb = outputs["rgb"]
         gt = torch.moveaxis(gt_rgb, -1, 0)[None]
         pred = torch.moveaxis(predicted_rgb, -1, 0)[None].clamp(0.0, 1.0)
-        metrics_dict = {"psnr": float(metrics.psnr(pred, gt).item()), "ssim": float(metrics.ssim(pred, gt).item())}
-        lpips = metrics.lpips_if_available(self.device)
+        metrics_dict = {
+            "psnr": float(image_metrics.psnr(pred, gt).item()),
+            "ssim": float(image_metrics.ssim(pred, gt).item()),
+        }
+        lpips = image_metrics.lpips_if_available(self.device)
         if lpips is not None:
             metrics_dict["lpips"] = float(lpips(pred, gt).item())
 

@@ -14,7 +14,7 @@ import tyro
 from avatarstudio_ns.scripts.ablate import AblateCommand
 from avatarstudio_ns.scripts.bench.command import BenchCommand
 from avatarstudio_ns.scripts.demo import DemoCommand
-from avatarstudio_ns.scripts.evaluate import EvalCommand
+from avatarstudio_ns.scripts.eval_edits import EvalCommand
 from avatarstudio_ns.scripts.personalize import PersonalizeCommand
 from avatarstudio_ns.scripts.suite import SuiteCommand
 from avatarstudio_ns.scripts.synth import SynthCommand

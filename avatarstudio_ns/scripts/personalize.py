@@ -2,7 +2,8 @@
 
 A thin layer: it loads the recon run with nerfstudio's ``eval_setup`` (as ``ns-viewer`` does), takes the keyframes
 and their images with the same functions the edit uses, and hands them to
-:func:`avatarstudio_ns.guidance.personalize.personalize`. The same settings therefore give the same cache key, and
+:func:`~avatarstudio_ns.guidance.personalization.finetune.personalize`. The same settings therefore give the same
+cache key, and
 ``ns-train avatarstudio-edit --pipeline.guidance.personalization <output>`` reuses the result.
 """
 
@@ -24,7 +25,7 @@ from avatarstudio_ns.data.keyframes import (
     keyframe_images,
 )
 from avatarstudio_ns.guidance.loading import DEFAULT_BASE_MODEL
-from avatarstudio_ns.guidance.personalize import PersonalizeConfig
+from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig
 
 
 def keyframe_renders(pipeline, keyframes: List[Keyframe]) -> List[Float[Tensor, "3 h w"]]:
@@ -69,7 +70,7 @@ class PersonalizeCommand:
         from nerfstudio.utils.rich_utils import CONSOLE
 
         from avatarstudio_ns.guidance.loading import load_diffusion
-        from avatarstudio_ns.guidance.personalize import personalize
+        from avatarstudio_ns.guidance.personalization.finetune import personalize
 
         def set_step(config):
             config.load_step = self.load_step

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import tyro
 from rich.console import Console
 
-from avatarstudio_ns.builtin.evaluate import EvalConfig, evaluate_builtin
+from avatarstudio_ns.builtin.sample_accuracy import EvalConfig, evaluate_builtin
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, train_builtin
 
 

@@ -47,7 +47,7 @@ def bench_personalize(plan: SuitePlan, base: DiffusionModel, folder: Path) -> Me
     class images sampled with two steps suffice, since their content does not change the cost. The
     personalisation written to ``folder`` is what the guidance measures then load.
     """
-    from avatarstudio_ns.guidance.personalize import PersonalizeConfig, personalize
+    from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
 
     config = PersonalizeConfig(
         steps=plan.warmup + plan.steps + 1,
@@ -95,7 +95,7 @@ def high_fraction(guidance, total_steps: int, seed: int) -> float:
 
 def build_guidance(plan: SuitePlan, base: DiffusionModel, folder: Path):
     """VT-SDS at the paper's settings on the personalisation in ``folder``."""
-    from avatarstudio_ns.guidance.personalized import load_personalization
+    from avatarstudio_ns.guidance.personalization.personalized_model import load_personalization
     from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
 
     config = VTSDSGuidanceConfig(prompt=EDIT_PROMPT)  # the paper's w, v, K, t range and annealing

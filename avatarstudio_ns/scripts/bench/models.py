@@ -13,8 +13,8 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from nerfstudio.models.base_model import Model
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig
 from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
-from avatarstudio_ns.guidance.small_model import SmallModelConfig
 from avatarstudio_ns.scripts.bench.settings import SD15_RANDOM, SuitePlan
 
 
@@ -46,8 +46,8 @@ def random_diffusion_model(cfg: SmallModelConfig, device: torch.device, dtype: t
     """
     from transformers import CLIPTokenizer
 
-    from avatarstudio_ns.guidance.char_tokenizer import BOS_TOKEN, EOS_TOKEN, build_vocab, write_tokenizer
-    from avatarstudio_ns.guidance.small_model import build_scheduler, build_text_encoder, build_unet, build_vae
+    from avatarstudio_ns.builtin.char_tokenizer import BOS_TOKEN, EOS_TOKEN, build_vocab, write_tokenizer
+    from avatarstudio_ns.builtin.small_model import build_scheduler, build_text_encoder, build_unet, build_vae
 
     with tempfile.TemporaryDirectory() as tmp:
         vocab_size = write_tokenizer(Path(tmp) / "tokenizer", cfg.words, cfg.max_length)
@@ -80,7 +80,7 @@ def load_bench_model(plan: SuitePlan, workdir: Path) -> DiffusionModel:
         dtype = torch.float16 if plan.dtype == "fp16" else torch.float32
         return random_diffusion_model(sd15_sizes(), device, dtype, plan.seed)
     if plan.model == "small":
-        from avatarstudio_ns.guidance.small_model import write_small_model
+        from avatarstudio_ns.builtin.small_model import write_small_model
 
         folder = write_small_model(workdir / "small_model", plan.small_model, seed=plan.seed)
         return load_diffusion(str(folder), device, dtype=plan.dtype)

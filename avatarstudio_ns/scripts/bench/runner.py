@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from avatarstudio_ns.atomic import atomic_write_text
+from avatarstudio_ns.builtin.small_model import SmallModelConfig
 from avatarstudio_ns.guidance.loading import BUILTIN, builtin_model_dir
-from avatarstudio_ns.guidance.small_model import SmallModelConfig
 from avatarstudio_ns.scripts.bench.jobs import (
     bench_edit,
     bench_guidance,

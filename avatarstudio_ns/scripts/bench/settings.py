@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avatarstudio_ns.guidance.small_model import SmallModelConfig
+from avatarstudio_ns.builtin.small_model import SmallModelConfig
 
 SD15_RANDOM = "sd15-random"
 """Model name: Stable Diffusion 1.5's shapes with random weights, built in memory (no download)."""

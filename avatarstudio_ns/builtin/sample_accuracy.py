@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
-from avatarstudio_ns.builtin.dataset import TABLES, build_dataset
+from avatarstudio_ns.builtin.head_images import TABLES, build_dataset
 from avatarstudio_ns.builtin.probe import AttributeProbe, ProbeConfig, accuracy, train_probe
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, load_training_set
 from avatarstudio_ns.threads import torch_threads

@@ -1,6 +1,6 @@
 """Held-out metrics per timestep, to see that no frame of the performance is reconstructed far worse.
 
-python -m avatarstudio_ns.recon.evaluate --load-config outputs/.../config.yml [--output-path per_frame.json]
+python -m avatarstudio_ns.scripts.per_frame_metrics --load-config outputs/.../config.yml [--output-path per_frame.json]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import tyro
 from nerfstudio.pipelines.base_pipeline import Pipeline
 
-from avatarstudio_ns.recon import metrics
+from avatarstudio_ns.recon import image_metrics
 
 
 @torch.no_grad()
@@ -42,8 +42,8 @@ def per_timestep_metrics(pipeline: Pipeline) -> dict[int, dict[str, float]]:
         gt = model.renderer_rgb.blend_background(batch["image"].to(model.device))  # type: ignore[union-attr]
         pred = outputs["rgb"].clamp(0.0, 1.0)
         entry = sums[int(timesteps[i]) if timesteps is not None else 0]
-        entry["psnr"] += float(metrics.psnr(pred, gt))
-        entry["ssim"] += float(metrics.ssim(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None]))
+        entry["psnr"] += float(image_metrics.psnr(pred, gt))
+        entry["ssim"] += float(image_metrics.ssim(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None]))
         entry["num_images"] += 1
     model.train(was_training)
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avatarstudio_ns.guidance.regularizers import opacity_entropy
+from avatarstudio_ns.recon.regularizers import opacity_entropy
 
 
 def test_entropy_values():

@@ -1,6 +1,6 @@
 """Read a personalisation folder back: the personalised UNet and its keyframe prompts.
 
-Folder layout (written by :mod:`avatarstudio_ns.guidance.personalize`)::
+Folder layout (written by :mod:`avatarstudio_ns.guidance.personalization.finetune`)::
 
     personalization.json               cache key, mode, base model, settings, completion
     keyframes.json                     the keyframe manifest (identifier and prompt per keyframe)
