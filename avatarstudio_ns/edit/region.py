@@ -38,9 +38,9 @@ class EditRegionConfig:
     """Noise draws per level and keyframe."""
     threshold: float = 0.4
     """Relevance (scaled so that the head's 99th percentile is 1) at which a canonical point is half in the
-    region; the region rises from 0 to 1 over ``softness`` around it. Mean region IoU against the synth's labels
-    over blue, white and red hair on two 96-frame avatars and dark skin on one, thresholds 0.25 / 0.35 / 0.45 /
-    0.55: 0.70 / 0.78 / 0.78 / 0.67 (docs/edit_settings.md)."""
+    region; the region rises from 0 to 1 over ``softness`` around it. Mean / worst region IoU against the synth's labels
+    over six hair and skin prompts on two 96-frame avatars, thresholds 0.25 / 0.35 / 0.45 / 0.55: mean 0.67 / 0.77 /
+    0.77 / 0.69, worst 0.59 / 0.67 / 0.74 / 0.57 (docs/edit_settings.md)."""
     softness: float = 0.2
     """Width of the region's soft edge, in the same units as ``threshold``."""
     seed: int = 0
