@@ -108,7 +108,7 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
     def no_scoring(*args, **kwargs):
         raise AssertionError("cached scores are measured again")
 
-    monkeypatch.setattr("avatarstudio_ns.eval.evaluate.evaluate", no_scoring)
+    monkeypatch.setattr(S, "evaluate", no_scoring)
     again = S.run_suite(config)
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps  # nothing retrained
     assert [r["psnr"] for r in again["rows"]] == [r["psnr"] for r in rows]

@@ -7,7 +7,6 @@ output and is reused when finished (resumed when interrupted), so an ablation ca
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import re
@@ -185,17 +184,11 @@ def slug(text: str) -> str:
 
 def edit_config(method: Method, prompt: str, config: AblationConfig, root: Path) -> TrainerConfig:
     """The edit preset's config with ``method``'s change, the prompt, the base model and the shared seed."""
-    from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
+    from avatarstudio_ns.scripts.runs import edit_run_config
 
-    spec = avatarstudio_edit_fast if config.preset == "fast" else avatarstudio_edit
-    trainer = copy.deepcopy(spec.config)
-    trainer.machine.seed = config.seed
-    trainer.pipeline.model.prompt = prompt
-    trainer.pipeline.guidance.base_model = config.base_model
-    trainer.pipeline.datamanager.seed = config.seed
+    trainer = edit_run_config(config.preset, prompt, config.base_model, config.seed, None)
     if config.personalization_steps is not None:
         trainer.pipeline.personalization.steps = config.personalization_steps
-    trainer.pipeline.personalization.seed = config.seed
     method.apply(trainer)
     if method.personalization is not None:
         trainer.pipeline.guidance.personalization = root / "personalizations" / method.personalization

@@ -75,6 +75,32 @@ def fit_schedules(config: TrainerConfig, steps: int) -> None:
             scheduler.max_steps = steps
 
 
+def edit_preset(preset: str):
+    """The edit preset's method specification: "fast" (avatarstudio-edit-fast) or "paper" (avatarstudio-edit)."""
+    from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
+
+    return avatarstudio_edit_fast if preset == "fast" else avatarstudio_edit
+
+
+def edit_run_config(preset: str, prompt: str, base_model: str, seed: int, personalization: Path | None):
+    """A copy of an edit preset's config, unchanged but for the prompt, the base model, one seed for the trainer,
+    the keyframe order and the personalisation, and the folder the personalisation is cached in."""
+    trainer = copy.deepcopy(edit_preset(preset).config)
+    trainer.machine.seed = seed
+    trainer.pipeline.model.prompt = prompt
+    trainer.pipeline.guidance.base_model = base_model
+    trainer.pipeline.datamanager.seed = seed
+    trainer.pipeline.personalization.seed = seed
+    if personalization is not None:
+        trainer.pipeline.guidance.personalization = personalization
+    return trainer
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    """Steps of the checkpoints a run has saved, in order."""
+    return sorted(int(p.stem.split("-")[1]) for p in (Path(run) / "nerfstudio_models").glob("step-*.ckpt"))
+
+
 def finished(run: Path, steps: int) -> bool:
     """Whether the run saved its last step's checkpoint."""
     return (run / "nerfstudio_models" / f"step-{steps - 1:09d}.ckpt").exists()
@@ -114,12 +140,11 @@ def train_run(
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
     config.vis = "tensorboard"  # the viewer would keep the process alive after training
     run = config.get_base_dir()
-    partial = run / "nerfstudio_models"
-    config.load_dir = partial if partial.is_dir() and any(partial.glob("step-*.ckpt")) else load_dir
-    if config.load_dir is partial:
+    saved = checkpoint_steps(run)
+    config.load_dir = run / "nerfstudio_models" if saved else load_dir
+    if saved:
         # A resumed run continues its own step count; keep the total at ``steps``.
-        done = max(int(p.stem.split("-")[1]) for p in partial.glob("step-*.ckpt")) + 1
-        config.max_num_iterations = max(steps - done, 1)
+        config.max_num_iterations = max(steps - (saved[-1] + 1), 1)
     if not (run / "config.yml").exists():
         # A resumed edit keeps the config.yml its first start wrote (with the recon's architecture).
         config.save_config()

@@ -9,7 +9,6 @@ finished and resumed when interrupted; scores are cached per checkpoint.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import time
@@ -22,8 +21,29 @@ import numpy as np
 from rich.console import Console
 
 from avatarstudio_ns.atomic import atomic_write_text
-from avatarstudio_ns.eval.evaluate import EvalSettings, _fmt, _jsonable
-from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet
+from avatarstudio_ns.data.synth import CaptureConfig, render_capture
+from avatarstudio_ns.eval.evaluate import (
+    EvalSettings,
+    _fmt,
+    _jsonable,
+    collect_views,
+    evaluate,
+    load_pipeline,
+    pipeline_outputs,
+)
+from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet, load_prompt_set
+from avatarstudio_ns.scripts.ablate import TABLE_MEASURES, slug
+from avatarstudio_ns.scripts.runs import (
+    check_settings,
+    checkpoint_steps,
+    edit_preset,
+    edit_run_config,
+    finished,
+    run_dir,
+    settings_digest,
+    train_run,
+)
+from method_configs.recon import avatarstudio_recon_cpu
 
 CONSOLE = Console()
 
@@ -113,15 +133,9 @@ class SuiteConfig:
     """How the edits are rendered and measured."""
 
 
-def _edit_spec(preset: str):
-    from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
-
-    return avatarstudio_edit_fast if preset == "fast" else avatarstudio_edit
-
-
 def edit_steps(config: SuiteConfig) -> int:
     """Iterations of every edit of the suite."""
-    return config.edit_steps if config.edit_steps is not None else _edit_spec(config.preset).config.max_num_iterations
+    return config.edit_steps if config.edit_steps is not None else edit_preset(config.preset).config.max_num_iterations
 
 
 def applies(prompt: EditPrompt, identity: SuiteIdentity) -> bool:
@@ -130,9 +144,7 @@ def applies(prompt: EditPrompt, identity: SuiteIdentity) -> bool:
     return all(getattr(attributes, key) != value for key, value in (prompt.expected or {}).items())
 
 
-def _capture_config(identity: SuiteIdentity, output: Path, config: SuiteConfig):
-    from avatarstudio_ns.data.synth import CaptureConfig
-
+def _capture_config(identity: SuiteIdentity, output: Path, config: SuiteConfig) -> CaptureConfig:
     return CaptureConfig(
         output=output,
         num_cameras=config.num_cameras,
@@ -148,13 +160,8 @@ def _capture_config(identity: SuiteIdentity, output: Path, config: SuiteConfig):
 def edit_config(prompt: str, identity: str, config: SuiteConfig, root: Path):
     """The edit preset's config, unchanged but for the prompt, base model, seed and where its personalisation
     lives (one per identity, shared by its prompts)."""
-    trainer = copy.deepcopy(_edit_spec(config.preset).config)
-    trainer.machine.seed = config.seed
-    trainer.pipeline.model.prompt = prompt
-    trainer.pipeline.guidance.base_model = config.base_model
-    trainer.pipeline.datamanager.seed = config.seed
-    trainer.pipeline.personalization.seed = config.seed
-    trainer.pipeline.guidance.personalization = root / "personalizations" / identity
+    personalization = root / "personalizations" / identity
+    trainer = edit_run_config(config.preset, prompt, config.base_model, config.seed, personalization)
     # Every checkpoint is kept: the suite scores each of them.
     trainer.save_only_latest_checkpoint = False
     return trainer
@@ -163,8 +170,6 @@ def edit_config(prompt: str, identity: str, config: SuiteConfig, root: Path):
 def _timed_train(run: Path, **train_args: Any) -> None:
     """Runs :func:`~avatarstudio_ns.scripts.runs.train_run` and adds its wall time to the run's record (a resumed run
     adds up its sittings)."""
-    from avatarstudio_ns.scripts.runs import train_run
-
     record = run / "suite_time.json"
     start = time.perf_counter()
     train_run(**train_args)
@@ -174,29 +179,17 @@ def _timed_train(run: Path, **train_args: Any) -> None:
     atomic_write_text(record, json.dumps(after) + "\n")
 
 
-def _checkpoint_steps(run: Path) -> list[int]:
-    return sorted(int(p.stem.split("-")[1]) for p in (run / "nerfstudio_models").glob("step-*.ckpt"))
-
-
-def _load_at_step(config_yml: Path, step: int):
-    """A trained pipeline (rendering only) with the weights of its checkpoint at ``step``."""
+def _load_checkpoint(pipeline, run: Path, step: int) -> None:
+    """Loads the weights of the run's checkpoint at ``step`` into ``pipeline`` (one of this run, for rendering)."""
     import torch
 
-    from avatarstudio_ns.eval.evaluate import load_pipeline
-
-    pipeline = load_pipeline(config_yml)
-    path = config_yml.parent / "nerfstudio_models" / f"step-{step:09d}.ckpt"
-    loaded = torch.load(path, map_location="cpu", weights_only=False)
+    loaded = torch.load(run / "nerfstudio_models" / f"step-{step:09d}.ckpt", map_location="cpu", weights_only=False)
     pipeline.load_pipeline(loaded["pipeline"], loaded["step"])
     pipeline.eval()
-    return pipeline
 
 
 def make_avatar(identity: SuiteIdentity, config: SuiteConfig, root: Path) -> tuple[Path, Path]:
     """The identity's capture and finished recon run, made unless already there; returns (capture, recon run)."""
-    from avatarstudio_ns.data.synth import render_capture
-    from avatarstudio_ns.scripts.runs import check_settings, finished, run_dir, settings_digest
-    from method_configs.recon import avatarstudio_recon_cpu
 
     capture = root / "captures" / identity.name
     settings = {
@@ -231,17 +224,18 @@ def score_run(
 ) -> dict[int, dict]:
     """Scores of every saved checkpoint of an edit run, read from its cache or measured and cached (a cache made
     with other evaluation settings is measured again)."""
-    from avatarstudio_ns.eval.evaluate import evaluate
-
     cache = run / "suite_scores.json"
     recorded = _jsonable(dataclasses.asdict(settings))
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     scores = {int(k): v for k, v in cached.get("steps", {}).items()} if cached.get("settings") == recorded else {}
-    for step in _checkpoint_steps(run):
+    edited = None  # loaded once, then each checkpoint's weights into it
+    for step in checkpoint_steps(run):
         if step in scores:
             continue
         CONSOLE.print(f"Scoring {run} at step {step}")
-        edited = _load_at_step(run / "config.yml", step)
+        if edited is None:
+            edited = load_pipeline(run / "config.yml")
+        _load_checkpoint(edited, run, step)
         report = evaluate(original.model, [(prompt, edited.model, str(run))], views, prompt_set, settings)
         scores[step] = _jsonable(report["edits"][0])
         record = {"settings": recorded, "steps": {str(k): v for k, v in sorted(scores.items())}}
@@ -249,16 +243,10 @@ def score_run(
     return scores
 
 
-SUITE_MEASURES: tuple[tuple[str, str, Any, bool, int], ...] = (
-    ("identity PSNR (dB) ↑", "psnr", lambda e: e["identity"]["psnr"], True, 2),
-    ("identity SSIM ↑", "ssim", lambda e: e["identity"]["ssim"], True, 3),
-    ("hit ↑", "hit", lambda e: e["fidelity"]["hit_fraction_after"], True, 2),
-    ("ΔE ↓", "delta_e", lambda e: e["fidelity"]["delta_e_after"], False, 1),
-    ("time flicker ↓", "time_flicker", lambda e: (e["temporal"] or {}).get("target", {}).get("time_flicker"), False, 4),
-    ("view flicker ↓", "view_flicker", lambda e: (e["temporal"] or {}).get("target", {}).get("view_flicker"), False, 4),
+SUITE_MEASURES: tuple[tuple[str, str, Any, bool, int], ...] = TABLE_MEASURES + (
     ("region IoU ↑", "region_iou", lambda e: e.get("region_iou"), True, 2),
 )
-"""Columns of the table: title, JSON key, how to read it from an edit's scores, higher-is-better, digits."""
+"""Columns of the table: the ablation's, and the edit region's IoU."""
 
 
 def meets_targets(row: dict[str, Any]) -> bool:
@@ -325,11 +313,7 @@ def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
 
 def run_suite(config: SuiteConfig) -> dict[str, Any]:
     """Makes every identity's avatar, trains every edit that is not finished, scores them and writes the table."""
-    from avatarstudio_ns.eval.evaluate import collect_views, load_pipeline, pipeline_outputs
-    from avatarstudio_ns.eval.prompt_set import load_prompt_set
-    from avatarstudio_ns.guidance.loading import load_diffusion
-    from avatarstudio_ns.scripts.ablate import slug
-    from avatarstudio_ns.scripts.runs import check_settings, finished, run_dir, settings_digest
+    from avatarstudio_ns.guidance.loading import load_diffusion  # diffusers: loaded when the suite runs, not for --help
 
     unknown = [n for n in config.identities if n not in SUITE_IDENTITIES]
     if unknown:
