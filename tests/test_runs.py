@@ -26,3 +26,14 @@ def test_settings_digest_follows_steps_and_settings_not_paths(tmp_path):
     assert settings_digest(config, 200) != digest
     config.pipeline.model.deformation_rigid = False
     assert settings_digest(config, 100) != digest
+
+
+def test_settings_digest_does_not_change_when_a_config_class_moves_to_another_module(monkeypatch):
+    config = copy.deepcopy(avatarstudio_edit_fast.config)
+    digest = settings_digest(config, 100)
+    # Moving a config class (the restructure moved PersonalizeConfig out of guidance.personalize) changes no setting, so
+    # it must not make a finished run look made with other settings (it would be refused, or the demo retrain it).
+    monkeypatch.setattr(type(config.pipeline.personalization), "__module__", "avatarstudio_ns.guidance.personalize")
+    assert settings_digest(config, 100) == digest
+    config.pipeline.personalization.steps += 1
+    assert settings_digest(config, 100) != digest

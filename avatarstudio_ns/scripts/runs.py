@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +28,8 @@ def settings_digest(config: TrainerConfig, steps: int) -> str:
     """A short digest of what decides a run's result: its pipeline and optimiser settings and its length.
 
     The capture path and the personalisation folder are left out, so the digest does not change with how a folder
-    is spelled or where it was moved.
+    is spelled or where it was moved; so are the modules of the config classes (a class tag keeps only its name),
+    so moving a class changes no digest.
     """
     config = copy.deepcopy(config)
     fit_schedules(config, steps)  # digest the schedules the run will use
@@ -37,6 +39,7 @@ def settings_digest(config: TrainerConfig, steps: int) -> str:
     if hasattr(pipeline, "guidance") and hasattr(pipeline.guidance, "personalization"):
         pipeline.guidance.personalization = None
     settings = yaml.dump({"pipeline": pipeline, "optimizers": config.optimizers, "steps": steps})
+    settings = re.sub(r"(!!python/[\w/]+:)[\w.]*\.(\w+)", r"\1\2", settings)
     return hashlib.sha1(settings.encode()).hexdigest()[:10]
 
 
