@@ -8,6 +8,7 @@ import torch
 
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
 from avatarstudio_ns.threads import torch_threads
+from method_configs.edit import avatarstudio_edit_fast
 from method_configs.recon import avatarstudio_recon_cpu
 
 RECON_STEPS = 60
@@ -56,3 +57,17 @@ def recon(tmp_path_factory):
     torch.manual_seed(0)
     train(config)
     return capture, config
+
+
+@pytest.fixture
+def tiny_edit_preset(monkeypatch):
+    """The fast edit preset shrunk to tiny captures and models for one test (commands that copy the preset, such as
+    ablate and suite, then run at that size); returns its pipeline config."""
+    preset = avatarstudio_edit_fast.config.pipeline
+    monkeypatch.setattr(preset.datamanager, "render_resolution", 32)
+    monkeypatch.setattr(preset.guidance, "guidance_resolution", 32)
+    monkeypatch.setattr(preset.keyframes, "n_time", 1)
+    for name, value in dict(steps=2, resolution=32, lora_rank=4, num_class_images=2, class_image_steps=2).items():
+        monkeypatch.setattr(preset.personalization, name, value)
+    monkeypatch.setattr(preset.personalization, "progress", False)
+    return preset

@@ -14,7 +14,6 @@ from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, save_
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.scripts.ablate import METHODS, AblationConfig, ablation_markdown, run_ablation
-from method_configs.edit import avatarstudio_edit_fast
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +68,11 @@ def test_ablation_table_marks_the_best_method_even_when_it_is_not_ours():
     assert "**0.50**" in ours and "**0.0100**" in ours
 
 
-def test_ablate_runs_every_method_on_the_same_avatar_and_reuses_finished_runs(recon, tiny_model, tmp_path, monkeypatch):
+def test_ablate_runs_every_method_on_the_same_avatar_and_reuses_finished_runs(
+    recon, tiny_model, tmp_path, tiny_edit_preset
+):
     _, recon_config = recon
-    preset = avatarstudio_edit_fast.config.pipeline
-    # Shrink the fast preset to the tiny capture and model (ablate copies the preset for every method).
-    monkeypatch.setattr(preset.datamanager, "render_resolution", 32)
-    monkeypatch.setattr(preset.guidance, "guidance_resolution", 32)
-    monkeypatch.setattr(preset.keyframes, "n_time", 1)
-    for name, value in dict(steps=2, resolution=32, lora_rank=4, num_class_images=2, class_image_steps=2).items():
-        monkeypatch.setattr(preset.personalization, name, value)
-    monkeypatch.setattr(preset.personalization, "progress", False)
+    # ablate copies the preset, shrunk by tiny_edit_preset, for every method.
     prompts = save_prompt_set(
         PromptSet(prompts=(DEFAULT_PROMPT_SET.find("photo of a person with blue hair"),)), tmp_path / "prompts.yaml"
     )

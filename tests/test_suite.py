@@ -10,7 +10,6 @@ from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_mo
 from avatarstudio_ns.eval.evaluate import EvalSettings
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, save_prompt_set
 from avatarstudio_ns.scripts import suite as S
-from method_configs.edit import avatarstudio_edit_fast
 from method_configs.recon import avatarstudio_recon_cpu
 
 
@@ -55,18 +54,13 @@ def test_a_prompt_is_not_asked_of_an_identity_that_already_has_it():
         assert len({getattr(a, key) for a in attributes}) == len(attributes), key
 
 
-def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_everything(tmp_path, monkeypatch):
+def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_everything(
+    tmp_path, monkeypatch, tiny_edit_preset
+):
     model = write_small_model(tmp_path / "tiny", SmallModelConfig.tiny())
     recon = avatarstudio_recon_cpu.config.pipeline
     monkeypatch.setattr(recon.datamanager, "train_num_rays_per_batch", 256)
-    preset = avatarstudio_edit_fast.config.pipeline
-    monkeypatch.setattr(preset.datamanager, "render_resolution", 32)
-    monkeypatch.setattr(preset.guidance, "guidance_resolution", 32)
-    monkeypatch.setattr(preset.keyframes, "n_time", 1)
-    monkeypatch.setattr(preset.region, "num_noises", 1)
-    for name, value in dict(steps=2, resolution=32, lora_rank=4, num_class_images=2, class_image_steps=2).items():
-        monkeypatch.setattr(preset.personalization, name, value)
-    monkeypatch.setattr(preset.personalization, "progress", False)
+    monkeypatch.setattr(tiny_edit_preset.region, "num_noises", 1)
     prompts = save_prompt_set(
         PromptSet(
             prompts=tuple(DEFAULT_PROMPT_SET.find(f"photo of a person with {p}") for p in ("blue hair", "dark skin"))
