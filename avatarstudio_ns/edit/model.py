@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.viewer.viewer_elements import ViewerDropdown
 from torch import Tensor
 from torch.nn import Parameter
 
@@ -47,6 +48,27 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     from fogging the background or thinning the surface (constant when the geometry is kept)."""
 
 
+COMPARE_VIEWS = ("edit", "original", "split")
+"""What the edited avatar's rgb shows in the viewer: the edit, the recon's appearance, or original left / edit right."""
+
+
+def compare_image(
+    edited: Float[Tensor, "h w 3"], original: Float[Tensor, "h w 3"], show: str
+) -> Float[Tensor, "h w 3"]:
+    """The image of one of :data:`COMPARE_VIEWS`: the edit, the original, or the original's left half beside the
+    edit's right half (a one-pixel white line between them)."""
+    if show == "edit":
+        return edited
+    if show == "original":
+        return original
+    if show != "split":
+        raise ValueError(f"Unknown view {show!r}; choose from {COMPARE_VIEWS}.")
+    half = edited.shape[1] // 2
+    split = torch.cat([original[:, :half], edited[:, half:]], dim=1)
+    split[:, half : half + 1] = 1.0
+    return split
+
+
 class AvatarEditModel(AvatarReconModel):
     """The avatar under edit: trains the canonical appearance A only.
 
@@ -73,6 +95,12 @@ class AvatarEditModel(AvatarReconModel):
         self.edit_region = EditRegion(self.scene_box.aabb, self.config.region_resolution)
         for module in frozen:
             module.requires_grad_(False)
+        self.viewer_show = ViewerDropdown(
+            "Show",
+            "edit",
+            list(COMPARE_VIEWS),
+            hint="The edited avatar, the recon's original appearance, or a split: original left, edit right.",
+        )
         # The recon's step at which the edit started: the proposals' sampling state is the recon's there (saved with
         # the edit, so ns-eval / ns-render of the edit sample as the edit trained).
         self.register_buffer("recon_step", torch.zeros((), dtype=torch.long))
@@ -100,17 +128,31 @@ class AvatarEditModel(AvatarReconModel):
     ) -> dict[str, Tensor]:
         """The edited colour inside the edit region, the recon's outside; also the region (``edit_region``)."""
         outputs = super().sample_colours(canonical, geo_features, directions, codes)
-        if not bool(self.edit_region.fitted):
+        fitted = bool(self.edit_region.fitted)
+        if not fitted and self.training:
             return outputs
-        region = self.edit_region(canonical)
         with torch.no_grad():
             # The recon's colour read geo_features, unless the edit trains the density grid ("all").
             features = geo_features
             if self.original_base is not None:
                 features = self.appearance.get_colour_features(canonical, geo_features, grid=self.original_base)
             original = self.appearance.get_canonical_rgb(features, directions, codes, head=self.original_head)
-        outputs["rgb"] = original + region * (outputs["rgb"] - original)
-        outputs["edit_region"] = region
+        if fitted:
+            region = self.edit_region(canonical)
+            outputs["rgb"] = original + region * (outputs["rgb"] - original)
+            outputs["edit_region"] = region
+        if not self.training:
+            # Rendered for the viewer's before / after control and ns-render's rgb_original output.
+            outputs["rgb_original"] = original
+        return outputs
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
+        """Renders a camera's image; its rgb shows the edit, the recon's original appearance or both side by side,
+        as the viewer's "Show" control says (other renderers leave it at the edit)."""
+        outputs = super().get_outputs_for_camera(camera, obb_box=obb_box)
+        if "rgb_original" in outputs:
+            outputs["rgb"] = compare_image(outputs["rgb"], outputs["rgb_original"], self.viewer_show.value)
         return outputs
 
     @torch.no_grad()

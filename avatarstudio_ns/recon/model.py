@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,6 +34,7 @@ from avatarstudio_ns.recon import image_metrics
 from avatarstudio_ns.recon.deformation import DeformationField
 from avatarstudio_ns.recon.field import CanonicalAppearanceField
 from avatarstudio_ns.recon.frame_codes import FrameCodes
+from avatarstudio_ns.threads import set_torch_threads
 
 
 def resolve_implementation(implementation: Literal["auto", "tcnn", "torch"]) -> Literal["tcnn", "torch"]:
@@ -261,9 +261,8 @@ class AvatarReconModel(Model):
 
     def apply_cpu_threads(self) -> None:
         """Sets torch's CPU thread count from the config (the trainer asks for callbacks once, on its device)."""
-        if self.config.num_cpu_threads > 0 and self.device.type == "cpu":
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            torch.set_num_threads(min(self.config.num_cpu_threads, cores))
+        if self.device.type == "cpu":
+            set_torch_threads(self.config.num_cpu_threads)
 
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
@@ -379,8 +378,11 @@ class AvatarReconModel(Model):
             "depth": depth,
             "expected_depth": self.renderer_expected_depth(weights=weights, ray_samples=ray_samples),
         }
-        # Further per-sample quantities (e.g. the edit's region) are rendered like the accumulation.
-        outputs.update({name: torch.sum(weights * value, dim=-2) for name, value in sample_outputs.items()})
+        # Further per-sample quantities: colours ("rgb_...", e.g. the edit's original appearance) are rendered like rgb,
+        # anything else (e.g. the edit's region) like the accumulation.
+        for name, value in sample_outputs.items():
+            rendered = self.renderer_rgb(rgb=value, weights=weights) if name.startswith("rgb") else None
+            outputs[name] = rendered if rendered is not None else torch.sum(weights * value, dim=-2)
         if compute_normals:
             normals = -torch.nn.functional.normalize(gradient, dim=-1)
             rendered = torch.sum(weights.detach() * normals, dim=-2)
