@@ -34,6 +34,7 @@ from avatarstudio_ns.recon import image_metrics
 from avatarstudio_ns.recon.deformation import DeformationField
 from avatarstudio_ns.recon.field import CanonicalAppearanceField
 from avatarstudio_ns.recon.frame_codes import FrameCodes
+from avatarstudio_ns.recon.viewer_camera import FrontalViewerCamera
 from avatarstudio_ns.threads import set_torch_threads
 
 
@@ -177,6 +178,8 @@ class AvatarReconModel(Model):
         aabb = self.scene_box.aabb
 
         num_timesteps = self.config.num_timesteps or int(metadata.get("num_timesteps", 1) or 1)
+        # The viewer opens at the frontal camera instead of viser's default, which sits inside the head.
+        self.viewer_camera = FrontalViewerCamera()
         self.frame_codes = FrameCodes(num_timesteps, self.config.code_dim, init_std=self.config.code_init_std)
         self.deformation = DeformationField(
             aabb,
