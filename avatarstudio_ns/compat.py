@@ -46,6 +46,7 @@ def use_bundled_ffmpeg() -> None:
     if shutil.which("ffmpeg") is not None:
         return
     try:
+        # optional (imageio-ffmpeg): only needed when no ffmpeg is on PATH, and a missing one must not break the plugin
         import imageio_ffmpeg
     except ImportError:
         return

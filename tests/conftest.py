@@ -6,12 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
+from avatarstudio_ns.scripts.personalize import PersonalizeCommand
 from avatarstudio_ns.threads import torch_threads
 from method_configs.edit import avatarstudio_edit_fast
 from method_configs.recon import avatarstudio_recon_cpu
 
 RECON_STEPS = 60
+EDIT_STEPS = 4
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -57,6 +60,39 @@ def recon(tmp_path_factory):
     torch.manual_seed(0)
     train(config)
     return capture, config
+
+
+@pytest.fixture(scope="session")
+def edited(recon, tmp_path_factory):
+    """A few VT-SDS steps from the recon's checkpoint, personalising a tiny random diffusion model first."""
+    capture, recon_config = recon
+    model = write_small_model(tmp_path_factory.mktemp("model") / "tiny", SmallModelConfig.tiny())
+    config = copy.deepcopy(avatarstudio_edit_fast.config)
+    config.pipeline.datamanager.data = capture
+    config.pipeline.datamanager.render_resolution = 32
+    config.pipeline.model.prompt = "photo of a person with blue hair"
+    config.pipeline.keyframes.n_time = 1
+    config.pipeline.guidance.base_model = str(model)
+    config.pipeline.guidance.guidance_resolution = 32
+    config.pipeline.guidance.personalization = tmp_path_factory.mktemp("personal") / "run"
+    personalization = config.pipeline.personalization
+    personalization.steps, personalization.resolution, personalization.lora_rank = 3, 32, 4
+    personalization.num_class_images, personalization.class_image_steps = 2, 2
+    personalization.progress = False
+    # `avatarstudio personalize` first, with the edit's settings: the edit must reuse its result.
+    PersonalizeCommand(
+        load_config=recon_config.get_base_dir() / "config.yml",
+        output=config.pipeline.guidance.personalization,
+        base_model=str(model),
+        keyframes=copy.deepcopy(config.pipeline.keyframes),
+        personalization=copy.deepcopy(personalization),
+        device="cpu",
+    ).main()
+    config.load_dir = recon_config.get_base_dir() / "nerfstudio_models"
+    quiet_config(config, tmp_path_factory.mktemp("edit"), EDIT_STEPS)
+    torch.manual_seed(0)
+    trainer = train(config)
+    return config, trainer
 
 
 @pytest.fixture

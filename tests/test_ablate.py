@@ -44,10 +44,12 @@ def test_dataset_update_edits_one_target_every_n_steps_and_fits_the_rest(tiny_mo
     assert guidance(render, [1], step=2, total_steps=4)["updated"] == 1 and guidance.edited == [True, True]
 
     wide = torch.rand(3, 16, 24)
-    edited = guidance.edit_image(wide)  # a non-square image: its centre square is edited and pasted back
+    head = torch.zeros(16, 24)
+    head[2:14, 1:9] = 1.0
+    edited = guidance.edit_image(wide, head)  # a non-square image: the square on its head is edited and pasted back
     assert edited.shape == wide.shape
-    assert torch.equal(edited[:, :, :4], wide[:, :, :4]) and torch.equal(edited[:, :, 20:], wide[:, :, 20:])
-    assert not torch.equal(edited[:, :, 4:20], wide[:, :, 4:20])
+    assert torch.equal(edited[:, :, 16:], wide[:, :, 16:])  # the square: the image's height, from column 0
+    assert not torch.equal(edited[:, :, :16], wide[:, :, :16])
 
 
 def test_ablation_table_marks_the_best_method_even_when_it_is_not_ours():

@@ -285,7 +285,7 @@ def test_evaluate_renders_and_measures(outputs, tmp_path):
 def test_eval_command_with_stand_in_pipelines(outputs, tmp_path, monkeypatch):
     import tyro
 
-    from avatarstudio_ns.eval import evaluate as E
+    from avatarstudio_ns.scripts import eval_edits
     from avatarstudio_ns.scripts.eval_edits import EvalCommand
 
     class Pipeline:
@@ -295,7 +295,7 @@ def test_eval_command_with_stand_in_pipelines(outputs, tmp_path, monkeypatch):
             self.datamanager = type("DM", (), {"train_dataparser_outputs": outputs[0], "dataparser": parser})()
 
     pipelines = {"recon.yml": Pipeline(CaptureReplay(outputs)), "edit.yml": Pipeline(CaptureReplay(outputs))}
-    monkeypatch.setattr(E, "load_pipeline", lambda config: pipelines[str(config)])
+    monkeypatch.setattr(eval_edits, "load_pipeline", lambda config: pipelines[str(config)])
     prompt_set = save_prompt_set(
         PromptSet((EditPrompt("blue hair", ("hair",), {"hair_color": "blue"}),)), tmp_path / "p.yml"
     )

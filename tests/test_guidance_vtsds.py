@@ -167,3 +167,23 @@ def test_nonfinite_gradient_is_zeroed(tiny_guidance, monkeypatch):
     out["loss_vtsds"].backward()
     assert out["nonfinite"].item() == 1.0
     assert torch.isfinite(out["loss_vtsds"]) and torch.count_nonzero(images.grad) == 0
+
+
+def test_a_wide_render_is_guided_on_the_square_that_holds_its_head(tiny_guidance):
+    guidance = tiny_guidance(t_min=0.7, t_max_start=0.98)
+    images = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    accumulation = torch.zeros(2, 24, 40)
+    accumulation[0, 2:22, 20:36] = 1.0  # a head right of centre: the square is columns 16-39
+    accumulation[1, 2:22, 4:36] = 1.0  # wider than the image is high: a padded square, columns 2-37
+    out = guidance(images, [0, 1], 0, 10, generator=torch.Generator().manual_seed(0), foreground=accumulation)
+    out["loss_vtsds"].backward()
+    seen = images.grad.abs().sum(dim=(1, 2)) > 0
+    assert seen[0, 16:].all() and not seen[0, :16].any()
+    assert seen[1, 2:38].all() and not seen[1, [0, 1, 38, 39]].any()
+    # A square render is seen whole, with or without its accumulation, exactly as before.
+    square = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    head = torch.zeros(1, 32, 32)
+    head[0, 8:20, 10:30] = 1.0
+    with_head = guidance(square, [0], 0, 10, generator=torch.Generator().manual_seed(2), foreground=head)
+    without = guidance(square, [0], 0, 10, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(with_head["loss_vtsds"], without["loss_vtsds"])

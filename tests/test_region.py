@@ -59,11 +59,17 @@ def test_the_guided_filter_moves_a_coarse_map_onto_the_images_colour_edge():
 def test_relevance_is_zero_for_the_same_prompt_and_covers_the_square_the_model_saw(tiny_model):
     images = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(0))
     text, reference = tiny_model.embed("photo of a person with blue hair"), tiny_model.embed("photo of a person")
+    # Without a foreground the model sees each whole image, padded to a square: relevance everywhere.
     relevance = prompt_relevance(tiny_model, images, text, reference, num_noises=2, resolution=32)
+    assert relevance.shape == (2, 24, 32) and torch.all(relevance > 0)
+    # Framed on a head in columns 8-19: the square is the image's height, columns 2-25; nothing outside it.
+    head = torch.zeros(2, 24, 32)
+    head[:, 4:20, 8:20] = 1.0
+    relevance = prompt_relevance(tiny_model, images, text, reference, num_noises=2, resolution=32, foreground=head)
     assert relevance.shape == (2, 24, 32)
-    assert torch.all(relevance[:, :, :4] == 0) and torch.all(relevance[:, :, -4:] == 0)  # outside the centre square
-    assert torch.all(relevance[:, :, 4:-4] > 0)
-    same = prompt_relevance(tiny_model, images, reference, reference, num_noises=2, resolution=32)
+    assert torch.all(relevance[:, :, :2] == 0) and torch.all(relevance[:, :, 26:] == 0)
+    assert torch.all(relevance[:, :, 2:26] > 0)
+    same = prompt_relevance(tiny_model, images, reference, reference, num_noises=2, resolution=32, foreground=head)
     assert torch.all(same == 0)
 
 

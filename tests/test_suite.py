@@ -111,3 +111,15 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
         S.run_suite(S.SuiteConfig(**{**config.__dict__, "settings": other_views}))
     with pytest.raises(ValueError, match="other settings"):  # runs are never reused under other settings
         S.run_suite(S.SuiteConfig(**{**config.__dict__, "edit_steps": 4}))
+
+    # Only the scores kept (the suite's JSON files, e.g. from a repository): nothing is trained or measured again.
+    for checkpoint in checkpoints:
+        if "recon" not in checkpoint.parts:
+            checkpoint.unlink()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a scored run is trained again")
+
+    monkeypatch.setattr(S, "train_run", no_training)
+    kept = S.run_suite(config)
+    assert [r["psnr"] for r in kept["rows"]] == [r["psnr"] for r in rows]

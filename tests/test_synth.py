@@ -178,3 +178,30 @@ def test_canonical_encoding_round_trip():
     decoded = decode_canonical_points(encode_canonical_points(points))
     assert np.all(np.isnan(decoded[1, 2]))
     assert np.nanmax(np.abs(decoded - points)) < 1e-5
+
+
+def test_a_non_square_capture_from_the_command_line_loads_through_the_dataparser(tmp_path):
+    from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
+    from avatarstudio_ns.data.dataset import AvatarDataset
+    from avatarstudio_ns.scripts import main as cli
+
+    out = tmp_path / "wide"
+    argv = ["avatarstudio", "synth", "--output", str(out), "--num-cameras", "2", "--num-frames", "1"]
+    argv += ["--width", "48", "--height", "32", "--no-progress"]
+    old, sys.argv = sys.argv, argv
+    try:
+        cli.entrypoint()
+    finally:
+        sys.argv = old
+    meta = _load(out, "train")
+    assert (meta["w"], meta["h"]) == (48, 32)
+    # Square pixels, the head as large as in a 32 px square capture, the principal point in the middle.
+    assert meta["fl_x"] == meta["fl_y"] == make_rig(2, resolution=32).fx
+    assert (meta["cx"], meta["cy"]) == (24.0, 16.0)
+    train = AvatarStudioDataParserConfig(data=out).setup().get_dataparser_outputs("train")
+    assert (int(train.cameras.width[0, 0]), int(train.cameras.height[0, 0])) == (48, 32)
+    item = AvatarDataset(train)[0]
+    assert item["image"].shape == (32, 48, 3) and item["fg_mask"].shape == (32, 48, 1)
+    # The whole head is in view: its mask keeps off the sides and the top (the neck may leave at the bottom).
+    head = item["fg_mask"][..., 0] > 0
+    assert head.any() and not head[:, 0].any() and not head[:, -1].any() and not head[0].any()

@@ -12,6 +12,7 @@ from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 from nerfstudio.viewer.viewer_elements import ViewerControl
 
 from avatarstudio_ns.data.frontal import frontal_image_index
+from avatarstudio_ns.recon.viewer_camera import APPROACH
 
 
 class FakeCamera:
@@ -45,7 +46,7 @@ def test_each_viewer_client_starts_at_the_frontal_camera_looking_at_the_head(rec
     dataset = pipeline.datamanager.train_dataset
     frontal = dataset.cameras[frontal_image_index(dataset)]
     c2w = frontal.camera_to_worlds.reshape(3, 4).double().numpy()
-    assert np.allclose(client.camera.position, c2w[:, 3] * VISER_NERFSTUDIO_SCALE_RATIO)
+    assert np.allclose(client.camera.position, c2w[:, 3] * APPROACH * VISER_NERFSTUDIO_SCALE_RATIO)
     assert np.allclose(client.camera.look_at, 0.0)
     assert client.camera.fov == pytest.approx(2 * np.arctan(float(frontal.cy) / float(frontal.fy)))
     # The head (inside the unit scene box) is in front of the camera, not around it.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
@@ -106,8 +106,6 @@ def _target_indices(targets: dict[str, str], n: int) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def _vae_round_trip(model_dir: Path, images: Tensor) -> Tensor:
-    from diffusers import AutoencoderKL
-
     vae = AutoencoderKL.from_pretrained(Path(model_dir) / "vae").eval()
     return torch.cat([vae.decode(vae.encode(x).latent_dist.mean).sample for x in images.split(128)])
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import diffusers
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
@@ -146,8 +147,6 @@ def build_scheduler(cfg: SmallModelConfig) -> DDPMScheduler:
 
 def model_index(cfg: SmallModelConfig) -> dict:
     """The ``model_index.json`` contents that make the folder a ``StableDiffusionPipeline``."""
-    import diffusers
-
     return {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": diffusers.__version__,

@@ -299,23 +299,43 @@ def keyframe_image_index(dataset, keyframe: Keyframe) -> int:
     return int(hits[0])
 
 
+def keyframe_background(dataset) -> Float[Tensor, "3"]:
+    """The backdrop the captured keyframe images are composited onto: the capture's, white when it names none."""
+    background = dataset.metadata.get("background_color")
+    return torch.ones(3) if background is None else torch.as_tensor(background, dtype=torch.float32)
+
+
+def _image_and_foreground(dataset, keyframe: Keyframe) -> tuple[Float[Tensor, "3 h w"], Float[Tensor, "h w"] | None]:
+    """The keyframe's image composited onto the backdrop, and its foreground (alpha times mask; None without either)."""
+    background = keyframe_background(dataset)
+    data = dataset[keyframe_image_index(dataset, keyframe)]
+    image = data["image"][..., :3].float()
+    foreground = None
+    if data["image"].shape[-1] == 4:
+        alpha = data["image"][..., 3:].float()
+        image = image * alpha + background * (1 - alpha)
+        foreground = alpha[..., 0]
+    if "fg_mask" in data:
+        mask = data["fg_mask"].float()
+        image = image * mask + background * (1 - mask)
+        foreground = mask[..., 0] if foreground is None else foreground * mask[..., 0]
+    return image.permute(2, 0, 1).contiguous(), foreground
+
+
 def keyframe_images(dataset, keyframes: Sequence[Keyframe]) -> list[Float[Tensor, "3 h w"]]:
     """The captured keyframe images in [0, 1], the head masked onto the rig backdrop where masks exist.
 
     The edit and ``avatarstudio personalize`` both take their images from here, so the same keyframes give
     the same personalisation cache key.
     """
-    background = dataset.metadata.get("background_color")
-    background = torch.ones(3) if background is None else torch.as_tensor(background, dtype=torch.float32)
-    images = []
-    for keyframe in keyframes:
-        data = dataset[keyframe_image_index(dataset, keyframe)]
-        image = data["image"][..., :3].float()
-        if data["image"].shape[-1] == 4:
-            alpha = data["image"][..., 3:].float()
-            image = image * alpha + background * (1 - alpha)
-        if "fg_mask" in data:
-            mask = data["fg_mask"].float()
-            image = image * mask + background * (1 - mask)
-        images.append(image.permute(2, 0, 1).contiguous())
-    return images
+    return [_image_and_foreground(dataset, keyframe)[0] for keyframe in keyframes]
+
+
+def keyframe_foregrounds(dataset, keyframes: Sequence[Keyframe]) -> list[Float[Tensor, "h w"] | None]:
+    """Where the head is in each captured keyframe image (the mask times the alpha, in [0, 1]); None where the capture
+    has neither.
+
+    They frame the square the diffusion model sees of each keyframe image
+    (:func:`~avatarstudio_ns.guidance.imaging.square_boxes`), as the render's accumulation frames it in the edit.
+    """
+    return [_image_and_foreground(dataset, keyframe)[1] for keyframe in keyframes]

@@ -14,7 +14,14 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
-from avatarstudio_ns.data.keyframes import Keyframe, KeyframeSelectionConfig, avatar_keyframes, keyframe_images
+from avatarstudio_ns.data.keyframes import (
+    Keyframe,
+    KeyframeSelectionConfig,
+    avatar_keyframes,
+    keyframe_background,
+    keyframe_foregrounds,
+    keyframe_images,
+)
 from avatarstudio_ns.edit.model import AvatarEditModelConfig
 from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
@@ -116,9 +123,20 @@ class AvatarEditPipeline(VanillaPipeline):
             folder = config.personalization or default_personalization_folder(
                 datamanager.config.dataparser.data, config.base_model, self.config.personalization
             )
-            images = keyframe_images(datamanager.train_dataset, keyframes)
+            dataset = datamanager.train_dataset
+            images = keyframe_images(dataset, keyframes)
+            # Framed on the capture's masks, as the renders are on their accumulation (see get_train_loss_dict).
+            foregrounds, background = keyframe_foregrounds(dataset, keyframes), keyframe_background(dataset)
             with torch.enable_grad():
-                result = personalize(keyframes, images, base, self.config.personalization, folder)
+                result = personalize(
+                    keyframes,
+                    images,
+                    base,
+                    self.config.personalization,
+                    folder,
+                    foregrounds=foregrounds,
+                    background=background,
+                )
             self.personalization_reused = result.reused
             CONSOLE.print(
                 ("Reusing" if result.reused else "Wrote") + f" the personalised diffusion model in {result.folder}"
@@ -143,7 +161,16 @@ class AvatarEditPipeline(VanillaPipeline):
         outputs = self._model(ray_bundle)
         height, width = batch["image_height"], batch["image_width"]
         image = outputs["rgb"].reshape(height, width, 3).permute(2, 0, 1)[None]
-        result = guidance(image, keyframe_ids=[batch["keyframe_index"]], step=step, total_steps=self._total_steps)
+        # The accumulation frames the square the diffusion model sees on the head (the whole head, whatever the
+        # image's aspect), padded with the backdrop the render is composited on.
+        result = guidance(
+            image,
+            keyframe_ids=[batch["keyframe_index"]],
+            step=step,
+            total_steps=self._total_steps,
+            foreground=outputs["accumulation"].reshape(1, height, width),
+            background=self.model.background_color,
+        )
         loss_dict = self.model.get_loss_dict(outputs, batch)
         # The guidance names its losses "loss_*" (VT-SDS: loss_vtsds); the rest are diagnostics.
         loss_dict.update({key[5:]: value for key, value in result.items() if key.startswith("loss_")})

@@ -135,8 +135,17 @@ def fit_edit_region(
     for camera in cameras:
         canonical, accumulation, rgb = model.canonical_surface(camera)
         image = rgb.permute(2, 0, 1)[None].clamp(0.0, 1.0)
+        # Framed on the head as VT-SDS frames the renders (the same square, whatever the image's aspect).
         relevance = prompt_relevance(
-            base, image, text, reference, config.noise_levels, config.num_noises, generator=generator
+            base,
+            image,
+            text,
+            reference,
+            config.noise_levels,
+            config.num_noises,
+            generator=generator,
+            foreground=accumulation[None],
+            background=model.background_color,
         )[0].to(canonical.device)
         head = accumulation > 0.5
         positions.append(canonical[head])

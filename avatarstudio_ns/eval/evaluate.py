@@ -25,11 +25,13 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import torch
+import yaml
 from jaxtyping import Float, Int, UInt8
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from rich.console import Console
 from rich.table import Table
+from transformers import CLIPModel, CLIPProcessor
 
 from avatarstudio_ns.data.synth.canonical import load_canonical_points
 from avatarstudio_ns.eval import metrics as M
@@ -297,8 +299,6 @@ def clip_direction_similarity(
     if model_name is None:
         return None
     try:
-        from transformers import CLIPModel, CLIPProcessor
-
         model = CLIPModel.from_pretrained(model_name, local_files_only=True).eval()
         processor = CLIPProcessor.from_pretrained(model_name, local_files_only=True)
     except Exception as err:  # missing weights are the normal case: the score is an optional extra
@@ -381,6 +381,8 @@ def evaluate(
 
 def load_pipeline(config: Path) -> Any:
     """The trained pipeline of a nerfstudio config.yml, for rendering only (no optimiser, no guidance model)."""
+    # heavy (eval_utils imports every method config of nerfstudio's registry, ~3 s): imported when a pipeline is
+    # loaded, so the commands' --help stays fast
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipeline, _, _ = eval_setup(config, test_mode="inference")
@@ -400,8 +402,6 @@ def pipeline_outputs(pipeline: Any) -> tuple[DataparserOutputs, DataparserOutput
 
 def recorded_prompt(config: Path) -> str | None:
     """The prompt an ``avatarstudio-edit`` run was trained with, read from its config.yml (None if it has none)."""
-    import yaml
-
     # nerfstudio saves its TrainerConfig as a python-tagged yaml and reads it back the same way (eval_setup).
     trainer_config = yaml.load(Path(config).read_text(), Loader=yaml.Loader)
     model = getattr(getattr(trainer_config, "pipeline", None), "model", None)

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from avatarstudio_ns.data import labels as L
 from avatarstudio_ns.data.synth.attributes import EYE_COLORS, HAIR_COLORS, LIP_COLORS, SKIN_TONES
 
@@ -256,8 +258,6 @@ def load_prompt_set(path: str | Path) -> PromptSet:
     except OSError as err:
         raise PromptSetError(f"The prompt set {path} cannot be read ({err.strerror}).") from None
     if _is_yaml(path):
-        import yaml
-
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as err:
@@ -295,8 +295,6 @@ def save_prompt_set(prompt_set: PromptSet, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if _is_yaml(path):
-        import yaml
-
         path.write_text(yaml.safe_dump(prompt_set.to_dict(), sort_keys=False), encoding="utf-8")
     else:
         path.write_text(json.dumps(prompt_set.to_dict(), indent=2) + "\n", encoding="utf-8")

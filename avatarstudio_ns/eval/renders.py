@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import List, Sequence
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 from jaxtyping import Float
@@ -107,14 +108,14 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 4) -> np.ndarray
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 12) -> Path:
     """Writes ``frames`` as an mp4 or gif (by the suffix of ``path``) through a temporary file."""
+    # heavy (mediapy imports matplotlib and IPython, ~500 modules): imported when a video is written, so the
+    # commands' --help stays fast
     import mediapy
 
     path = Path(path)
 
     def write(tmp: Path) -> None:
         if path.suffix.lower() == ".gif":
-            import imageio.v3 as iio
-
             iio.imwrite(tmp, np.stack(frames), duration=1000 / fps, loop=0)
         else:
             mediapy.write_video(tmp, np.stack(frames), fps=fps)

@@ -14,6 +14,9 @@ from pathlib import Path
 import safetensors.torch
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from avatarstudio_ns.atomic import atomic_write_bytes
 
@@ -37,8 +40,6 @@ def add_lora(
     The LoRA parameters are kept in fp32 even on a half-precision UNet, so Adam's small updates are not
     rounded away.
     """
-    from peft import LoraConfig
-
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=list(targets))
     unet.requires_grad_(False)
     unet.add_adapter(config, adapter_name=adapter_name)
@@ -51,16 +52,12 @@ def add_lora(
 
 def lora_state_dict(unet: UNet2DConditionModel, adapter_name: str = PERSONAL_ADAPTER) -> dict[str, torch.Tensor]:
     """The adapter's weights with peft's key names (adapter name stripped)."""
-    from peft.utils import get_peft_model_state_dict
-
     state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
     return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
 
 
 def set_lora_state_dict(unet: UNet2DConditionModel, state: dict[str, torch.Tensor], adapter_name: str) -> None:
     """Load weights saved by :func:`lora_state_dict` into an adapter of the same shape."""
-    from peft.utils import set_peft_model_state_dict
-
     result = set_peft_model_state_dict(unet, state, adapter_name=adapter_name)
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
@@ -73,8 +70,6 @@ def save_lora(unet: UNet2DConditionModel, folder: Path, adapter_name: str = PERS
     Keys carry the ``unet.`` prefix and the adapter config travels in the safetensors metadata, as
     ``StableDiffusionPipeline.save_lora_weights`` writes them, so ``pipe.load_lora_weights(folder)`` works.
     """
-    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
-
     state = {f"unet.{k}": v for k, v in lora_state_dict(unet, adapter_name).items()}
     config = unet.peft_config[adapter_name].to_dict()
     config = {f"unet.{k}": (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}

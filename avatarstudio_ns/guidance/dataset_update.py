@@ -16,12 +16,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
 from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
 from avatarstudio_ns.guidance.adapters import adapters_disabled
-from avatarstudio_ns.guidance.imaging import to_model_square
+from avatarstudio_ns.guidance.imaging import paste_square, square_boxes, to_model_square
 from avatarstudio_ns.guidance.loading import DEFAULT_BASE_MODEL, DiffusionModel, load_diffusion
 
 
@@ -72,8 +73,6 @@ class DatasetUpdateGuidance:
         device: torch.device | str = "cpu",
         base: DiffusionModel | None = None,
     ) -> None:
-        from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
-
         self.config = config
         dtype = None if config.dtype == "auto" else config.dtype
         self.base = base or load_diffusion(config.base_model, device, dtype=dtype, vae_fp32=config.vae_fp32)
@@ -97,12 +96,25 @@ class DatasetUpdateGuidance:
         self.pipe.set_progress_bar_config(disable=True)
 
     @torch.no_grad()
-    def edit_image(self, image: Float[Tensor, "3 h w"]) -> Float[Tensor, "3 h w"]:
-        """SDEdit of one image's centre square at the model's resolution, pasted back into the image."""
+    def edit_image(
+        self,
+        image: Float[Tensor, "3 h w"],
+        foreground: Float[Tensor, "h w"] | None = None,
+        background: Float[Tensor, "3"] | Sequence[float] | None = None,
+    ) -> Float[Tensor, "3 h w"]:
+        """SDEdit of the square the model sees of one image at the model's resolution, pasted back into the image.
+
+        Args:
+            image: The image in [0, 1].
+            foreground: Its foreground weight per pixel, which frames the square on the head
+                (:func:`~avatarstudio_ns.guidance.imaging.square_boxes`); None: the whole image, padded to a square.
+            background: Colour of that padding; None: white.
+        """
         height, width = image.shape[-2:]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        square = to_model_square(image[None].to(self.base.device), self.base.resolution)
+        box = square_boxes(None if foreground is None else foreground[None], height, width)
+        square = to_model_square(
+            image[None].to(self.base.device), self.base.resolution, background=background, boxes=box
+        )
         with adapters_disabled(self.base.unet):
             edited = self.pipe(
                 image=square,
@@ -114,10 +126,10 @@ class DatasetUpdateGuidance:
                 generator=self._generator,
                 output_type="pt",
             ).images
-        result = image.detach().float().cpu().clone()
+        side = int(box[0, 2])
         edited = F.interpolate(edited.float().cpu(), size=(side, side), mode="area")[0].clamp(0.0, 1.0)
-        result[:, top : top + side, left : left + side] = edited
-        return result
+        # Outside the square the model saw, the image stays as it was.
+        return paste_square(edited, box[0], image.detach().float().cpu())
 
     def __call__(
         self,
@@ -126,6 +138,8 @@ class DatasetUpdateGuidance:
         step: int,
         total_steps: int,
         generator: torch.Generator | None = None,
+        foreground: Float[Tensor, "b h w"] | None = None,
+        background: Float[Tensor, "3"] | Sequence[float] | None = None,
     ) -> dict[str, Tensor]:
         """The fitting loss of rendered keyframe images; updates one target every ``update_every`` calls.
 
@@ -135,6 +149,9 @@ class DatasetUpdateGuidance:
             step: Current edit step (unused: the update schedule counts calls).
             total_steps: Length of the edit run (unused).
             generator: Unused (the edits draw from the guidance's own seeded generator).
+            foreground: The renders' accumulation, which frames the square the model edits on the head; None: each
+                whole render, padded to a square.
+            background: Colour of that padding (the renders' backdrop); None: white.
 
         Returns:
             ``loss_image``: mean squared error of the renders to their keyframes' targets; plus ``edited_fraction``
@@ -145,7 +162,8 @@ class DatasetUpdateGuidance:
         self._calls += 1
         if updated:
             # Instruct-NeRF2NeRF edits the current render, so each edit starts from what the avatar now is.
-            self.targets[ids[0]] = self.edit_image(images[0].detach())
+            head = None if foreground is None else foreground[0].detach()
+            self.targets[ids[0]] = self.edit_image(images[0].detach(), head, background)
             self.edited[ids[0]] = True
         targets = []
         for image, i in zip(images, ids, strict=True):

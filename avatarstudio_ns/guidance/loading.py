@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import model_info
 from jaxtyping import Float
 from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -166,9 +168,7 @@ def _is_model_folder(path: Path) -> bool:
 
 def _hub_offline() -> bool:
     try:
-        from huggingface_hub import constants
-
-        offline = bool(constants.HF_HUB_OFFLINE)
+        offline = bool(hub_constants.HF_HUB_OFFLINE)
     except Exception:  # an unexpected huggingface_hub layout must not break loading local folders
         offline = False
     flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE"))
@@ -197,8 +197,6 @@ def _load_from_hub(model: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> di
             raise DiffusionModelNotFound(
                 f"Diffusion model {model!r} is not in the local Hugging Face cache and the hub is offline. {_HINT}"
             ) from cached_error
-    from huggingface_hub import model_info
-
     try:
         # A short reachability probe first: without it, an unreachable hub can stall every file request.
         model_info(model, timeout=10)

@@ -18,7 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from avatarstudio_ns.guidance.adapters import adapters_disabled
-from avatarstudio_ns.guidance.imaging import guided_filter, to_model_square
+from avatarstudio_ns.guidance.imaging import crop_square, guided_filter, paste_square, square_boxes, to_model_square
 from avatarstudio_ns.guidance.loading import DiffusionModel
 from avatarstudio_ns.guidance.prediction import add_noise, alphabar_at
 
@@ -33,6 +33,8 @@ def prompt_relevance(
     num_noises: int = 8,
     resolution: int | None = None,
     generator: torch.Generator | None = None,
+    foreground: Float[Tensor, "b h w"] | None = None,
+    background: Float[Tensor, "3"] | Sequence[float] | None = None,
 ) -> Float[Tensor, "b h w"]:
     """Mean absolute difference of the base model's noise predictions under ``prompt`` and ``reference``.
 
@@ -45,15 +47,17 @@ def prompt_relevance(
         num_noises: Noise draws per level.
         resolution: Side of the square the model sees (default: the model's own).
         generator: Random source of the noise (CPU generator).
+        foreground: Foreground weight per pixel (a render's accumulation) that frames the square the model sees,
+            as for VT-SDS (:func:`~avatarstudio_ns.guidance.imaging.square_boxes`); None: the whole image, padded.
+        background: Colour the square is padded with where it reaches past the image; None: white.
 
     Returns:
-        The relevance per pixel (0 outside the square the model saw, which is centred in the image), in the
-        units of the noise prediction.
+        The relevance per pixel (0 outside the square the model saw), in the units of the noise prediction.
     """
     b, _, h, w = images.shape
     device = base.device
-    side = min(h, w)
-    squares = to_model_square(images.to(device), resolution or base.resolution)
+    boxes = square_boxes(foreground, h, w, batch=b)
+    squares = to_model_square(images.to(device), resolution or base.resolution, background=background, boxes=boxes)
     z = base.encode_images(squares, False)
     texts = torch.cat([prompt.expand(b, -1, -1), reference.expand(b, -1, -1)]).to(device)
     total = torch.zeros(b, *z.shape[-2:], device=device)
@@ -66,14 +70,17 @@ def prompt_relevance(
             with adapters_disabled(base.unet):
                 predicted = base.predict_epsilon(base.unet, torch.cat([z_t, z_t]), torch.cat([t, t]), texts)
             total += (predicted[:b] - predicted[b:]).abs().float().mean(dim=1)
-    square = total / (len(noise_levels) * num_noises)
-    square = F.interpolate(square[:, None], size=(side, side), mode="bilinear", align_corners=False)
-    # Radius: one latent cell, so every window spans an edge that a cell straddles (six hair and skin prompts on two
-    # avatars, each at its best threshold: mean / worst region IoU 0.75 / 0.72 bilinear alone, 0.77 / 0.74 guided).
-    cell = max(1, round(side / z.shape[-1]))
-    top, left = (h - side) // 2, (w - side) // 2
-    guide = images[:, :, top : top + side, left : left + side].to(device).float().clamp(0.0, 1.0)
-    square = guided_filter(square, guide, cell)[:, 0]
-    relevance = torch.zeros(b, h, w, device=device)
-    relevance[:, top : top + side, left : left + side] = square
-    return relevance.cpu()
+    latent = total / (len(noise_levels) * num_noises)
+    relevance = torch.zeros(b, h, w)
+    for i, box in enumerate(boxes):
+        # Back at the square's own pixels, through the same box: each relevance lands on the pixel it was seen at.
+        side = int(box[2])
+        square = F.interpolate(latent[i, None, None], size=(side, side), mode="bilinear", align_corners=False)
+        # Radius: one latent cell, so every window spans an edge that a cell straddles (six hair and skin prompts on
+        # two avatars, each at its best threshold: mean / worst region IoU 0.75 / 0.72 bilinear alone, 0.77 / 0.74
+        # guided).
+        cell = max(1, round(side / z.shape[-1]))
+        guide = crop_square(images[i].to(device).float(), box, background).clamp(0.0, 1.0)
+        square = guided_filter(square, guide[None], cell)[0]
+        relevance[i] = paste_square(square, box, torch.zeros(1, h, w, device=device))[0].cpu()
+    return relevance

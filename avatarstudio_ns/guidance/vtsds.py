@@ -186,6 +186,8 @@ class VTSDSGuidance:
         step: int,
         total_steps: int,
         generator: torch.Generator | None = None,
+        foreground: Float[Tensor, "b h w"] | None = None,
+        background: Float[Tensor, "3"] | Sequence[float] | None = None,
     ) -> dict[str, Tensor]:
         """The VT-SDS loss of rendered keyframe images.
 
@@ -195,6 +197,9 @@ class VTSDSGuidance:
             step: Current edit step (drives the t_max annealing).
             total_steps: Length of the edit run.
             generator: Random source for timesteps and noise (CPU generator).
+            foreground: The renders' accumulation, which frames the square the model sees on the head (as the
+                personalisation framed the keyframes on their masks); None: each whole render, padded to a square.
+            background: Colour of that padding (the renders' backdrop); None: white.
 
         Returns:
             ``loss_vtsds``: the surrogate 0.5 * ||z - stopgrad(z - g)||^2, summed over latent elements and
@@ -205,7 +210,10 @@ class VTSDSGuidance:
         c = self.config
         b = images.shape[0]
         device = self.base.device
-        z = self.base.encode_images(to_model_square(images.to(device), self.resolution), c.sample_posterior)
+        if foreground is not None:
+            foreground = foreground.detach().to(device)
+        squares = to_model_square(images.to(device), self.resolution, foreground, background)
+        z = self.base.encode_images(squares, c.sample_posterior)
 
         t = self.sample_timesteps(b, step, total_steps, generator)
         v = self.v(t).to(device)

@@ -23,6 +23,7 @@ def psnr(pred: Float[Tensor, "*bs 3"], target: Float[Tensor, "*bs 3"]) -> Tensor
 
 def ssim(pred: Float[Tensor, "1 3 H W"], target: Float[Tensor, "1 3 H W"]) -> Tensor:
     """Structural similarity of [1, 3, H, W] images in [0, 1]."""
+    # heavy (torchmetrics, ~450 modules): imported on first use, so --help and plugin loading stay fast
     from torchmetrics.functional import structural_similarity_index_measure
 
     return structural_similarity_index_measure(pred, target, data_range=1.0)  # type: ignore[return-value]
@@ -40,6 +41,7 @@ def lpips_if_available(device: torch.device) -> Callable[[Tensor, Tensor], Tenso
         weights = os.path.join(torch.hub.get_dir(), "checkpoints", _ALEXNET_FILE)
         if os.path.exists(weights):
             try:
+                # heavy (torchmetrics, ~450 modules), and only built when the optional AlexNet weights are on disk
                 from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
                 metric = LearnedPerceptualImagePatchSimilarity(normalize=True).to(device).eval()

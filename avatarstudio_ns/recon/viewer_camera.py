@@ -15,15 +15,19 @@ from nerfstudio.viewer.viewer_elements import ViewerControl
 
 from avatarstudio_ns.data.frontal import frontal_image_index
 
+APPROACH = 0.9
+"""The viewer's first camera sits at this fraction of the frontal camera's distance from the head: just in front of
+that camera, whose frustum (drawn with its captured image) would otherwise fill the view."""
+
 
 def frontal_pose(dataset) -> dict[str, Any]:
     """Position, look-at point, up direction (viser units) and vertical field of view (radians) of the frontal
-    training camera of ``dataset``, looking at the scene centre."""
+    training camera of ``dataset``, moved toward the scene centre by :data:`APPROACH` and looking at it."""
     camera = dataset.cameras[frontal_image_index(dataset)]
     c2w = camera.camera_to_worlds.reshape(3, 4).double().cpu().numpy()
     fy, cy = float(camera.fy.reshape(-1)[0]), float(camera.cy.reshape(-1)[0])
     return {
-        "position": tuple(c2w[:, 3] * VISER_NERFSTUDIO_SCALE_RATIO),
+        "position": tuple(c2w[:, 3] * APPROACH * VISER_NERFSTUDIO_SCALE_RATIO),
         "look_at": (0.0, 0.0, 0.0),
         "up_direction": tuple(c2w[:, 1] / np.linalg.norm(c2w[:, 1])),
         "fov": 2.0 * float(np.arctan(cy / fy)),

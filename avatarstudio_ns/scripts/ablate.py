@@ -15,13 +15,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
 import numpy as np
+import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 from rich.console import Console
 
 from avatarstudio_ns.atomic import atomic_write_text
-from avatarstudio_ns.eval.evaluate import EvalSettings, _fmt, _jsonable
-from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet
+from avatarstudio_ns.data.frontal import frontal_image_index
+from avatarstudio_ns.edit.pipeline import DatasetUpdatePipelineConfig
+from avatarstudio_ns.eval.evaluate import (
+    EvalSettings,
+    _fmt,
+    _jsonable,
+    collect_views,
+    evaluate,
+    load_pipeline,
+    pipeline_outputs,
+)
+from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, load_prompt_set
+from avatarstudio_ns.eval.renders import orbit_path, render_rgb, write_video
+from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidanceConfig
+from avatarstudio_ns.guidance.loading import load_diffusion
+from avatarstudio_ns.scripts.runs import (
+    check_settings,
+    edit_run_config,
+    edit_steps,
+    finished,
+    run_dir,
+    settings_digest,
+    train_run,
+)
 
 CONSOLE = Console()
 
@@ -72,9 +96,6 @@ def _whole_appearance(config: TrainerConfig) -> None:
 
 
 def _dataset_update(config: TrainerConfig) -> None:
-    from avatarstudio_ns.edit.pipeline import DatasetUpdatePipelineConfig
-    from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidanceConfig
-
     old = config.pipeline
     config.pipeline = DatasetUpdatePipelineConfig(
         datamanager=old.datamanager,
@@ -160,9 +181,9 @@ class AblationConfig:
     """Edit preset every method starts from: fast (avatarstudio-edit-fast, CPU) or paper (avatarstudio-edit)."""
     base_model: str = "builtin"
     """Base diffusion model: builtin, a local diffusers folder or a Hugging Face id."""
-    steps: int = 300
-    """Edit iterations of every method (300: the fast preset's own length, which its identity weight is tuned for;
-    the README's ablation table used 150 with the preset of that time)."""
+    steps: int | None = None
+    """Edit iterations of every method; None: the preset's own length (the README's ablation table used 150 with the
+    preset of that time)."""
     personalization_steps: int | None = None
     """Steps of each personalisation; None: the preset's."""
     seed: int = 0
@@ -184,8 +205,6 @@ def slug(text: str) -> str:
 
 def edit_config(method: Method, prompt: str, config: AblationConfig, root: Path) -> TrainerConfig:
     """The edit preset's config with ``method``'s change, the prompt, the base model and the shared seed."""
-    from avatarstudio_ns.scripts.runs import edit_run_config
-
     trainer = edit_run_config(config.preset, prompt, config.base_model, config.seed, None)
     if config.personalization_steps is not None:
         trainer.pipeline.personalization.steps = config.personalization_steps
@@ -196,8 +215,6 @@ def edit_config(method: Method, prompt: str, config: AblationConfig, root: Path)
 
 
 def _load_trainer_config(path: Path) -> TrainerConfig:
-    import yaml
-
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such recon config.yml (give --recon <recon run>/config.yml).")
     return yaml.load(path.read_text(), Loader=yaml.Loader)
@@ -264,8 +281,6 @@ def ablation_markdown(rows: dict[str, list[dict[str, Any]]], note: str = "") -> 
 
 
 def _label_panel(image: np.ndarray, text: str, scale: int) -> np.ndarray:
-    import cv2
-
     big = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
     header = np.full((14, big.shape[1], 3), 255, dtype=np.uint8)
     cv2.putText(header, text[: big.shape[1] // 6], (2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (0, 0, 0), 1, cv2.LINE_AA)
@@ -286,16 +301,14 @@ def comparison_frames(panels: dict[str, list[np.ndarray]], scale: int = 2, gap: 
     return frames
 
 
-def _check_run_settings(run: Path, config: AblationConfig, trainer) -> None:
+def _check_run_settings(run: Path, config: AblationConfig, trainer, steps: int) -> None:
     """Records the settings a run is made with; refuses to reuse or resume a run made with other settings (a changed
     preset included: ``edit_settings`` is a digest of the run's whole edit config)."""
-    from avatarstudio_ns.scripts.runs import check_settings, settings_digest
-
     settings = {
-        "edit_settings": settings_digest(trainer, config.steps),
+        "edit_settings": settings_digest(trainer, steps),
         "preset": config.preset,
         "base_model": config.base_model,
-        "steps": config.steps,
+        "steps": steps,
         "personalization_steps": config.personalization_steps,
         "seed": config.seed,
     }
@@ -304,13 +317,6 @@ def _check_run_settings(run: Path, config: AblationConfig, trainer) -> None:
 
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Trains every (prompt, method) run that is not finished, scores them and writes the table and videos."""
-    from avatarstudio_ns.eval.evaluate import collect_views, evaluate, load_pipeline, pipeline_outputs
-    from avatarstudio_ns.eval.prompt_set import load_prompt_set
-    from avatarstudio_ns.eval.renders import orbit_path, render_rgb, write_video
-    from avatarstudio_ns.guidance.loading import load_diffusion
-    from avatarstudio_ns.scripts.runs import finished, run_dir, train_run
-    from avatarstudio_ns.scripts.video import frontal_image_index
-
     methods = _method_order(config.methods)
     prompt_set = load_prompt_set(config.prompts) if config.prompts is not None else ABLATION_PROMPTS
     recon = _load_trainer_config(config.recon)
@@ -321,6 +327,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
     load_diffusion(config.base_model, "cpu")  # fail now, not after the first hour of runs
+    steps = edit_steps(config.preset, config.steps)
 
     runs: dict[str, dict[str, Path]] = {}
     for prompt in prompt_set.prompts:
@@ -328,16 +335,16 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         for method in methods:
             trainer = edit_config(method, prompt.prompt, config, root)
             run = run_dir(root, slug(prompt.prompt), trainer.method_name, method.name)
-            _check_run_settings(run, config, trainer)
+            _check_run_settings(run, config, trainer, steps)
             CONSOLE.rule(f"{method.label}: {prompt.prompt}")
-            if finished(run, config.steps):
+            if finished(run, steps):
                 CONSOLE.print(f"Reusing {run}")
             else:
                 train_run(
                     trainer,
                     data,
                     root,
-                    config.steps,
+                    steps,
                     load_dir=checkpoints,
                     experiment=slug(prompt.prompt),
                     name=method.name,
@@ -372,7 +379,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
 
     rows = ablation_rows(results)
     settings_note = (
-        f"Avatar `{config.recon}`; preset {config.preset}, base model {config.base_model}, {config.steps} edit steps, "
+        f"Avatar `{config.recon}`; preset {config.preset}, base model {config.base_model}, {steps} edit steps, "
         f"seed {config.seed}; {len(views)} views ({config.settings.num_train_cameras} training cameras + held-out, "
         f"every {config.settings.timestep_stride}th frame). Methods: "
         + "; ".join(f"{m.label}: {m.description}" for m in methods)
@@ -399,6 +406,8 @@ class AblateCommand(AblationConfig):
 
     def main(self) -> None:
         """Runs the ablation and prints the table."""
+        # heavy (rich.markdown loads markdown-it and pygments, ~86 modules): imported when the table is printed, so
+        # --help stays fast
         from rich.markdown import Markdown
 
         run_ablation(self)

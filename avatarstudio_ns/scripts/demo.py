@@ -12,12 +12,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import imageio.v3 as iio
 import torch
 from rich.console import Console
 from rich.panel import Panel
 
 from avatarstudio_ns.atomic import atomic_write_text
+from avatarstudio_ns.data.frontal import frontal_image_index
+from avatarstudio_ns.data.synth import CaptureConfig, render_capture
+from avatarstudio_ns.eval.evaluate import (
+    EvalSettings,
+    collect_views,
+    evaluate,
+    load_pipeline,
+    pipeline_outputs,
+    write_report,
+)
+from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET
+from avatarstudio_ns.eval.renders import image_grid, orbit_path, render_rgb, side_by_side, write_video
+from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.scripts.runs import check_settings, finished, run_dir, settings_digest, train_run
+from method_configs.edit import avatarstudio_edit_fast
+from method_configs.recon import avatarstudio_recon_cpu
 
 CONSOLE = Console()
 
@@ -28,8 +44,9 @@ class DemoConfig:
 
     output: Path = Path("demo")
     """Folder of everything the demo writes."""
-    prompt: str = "photo of a person with blue hair"
-    """The edit (the built-in model knows hair colours well, skin tones less reliably, eye colours not at all)."""
+    prompt: Optional[str] = None
+    """The edit; None: the fast edit preset's ("photo of a person with blue hair"). The built-in model knows hair
+    colours well, skin tones less reliably, eye colours not at all."""
     base_model: str = "builtin"
     """Base diffusion model: builtin, a local diffusers folder or a Hugging Face id."""
     num_cameras: int = 8
@@ -40,13 +57,13 @@ class DemoConfig:
     """Image side of the capture, in pixels."""
     recon_steps: int = 1500
     """Iterations of the recon (avatarstudio-recon-cpu)."""
-    edit_steps: int = 300
-    """Iterations of the edit (avatarstudio-edit-fast; its own length)."""
+    edit_steps: Optional[int] = None
+    """Iterations of the edit; None: the fast edit preset's own length."""
     identity_loss_mult: Optional[float] = None
-    """Weight of the edit's identity loss (renders held to the captured keyframes); None: the fast preset's, which
-    suits edits of a part of the head such as the hair. Lower it (e.g. 100) for skin tones or whole-head edits."""
-    personalization_steps: int = 200
-    """Steps of the personalisation fine-tune."""
+    """Weight of the edit's identity loss (renders held to the captured keyframes outside the edit region); None:
+    the fast preset's, which serves hair, skin and whole-head prompts alike (an expert option)."""
+    personalization_steps: Optional[int] = None
+    """Steps of the personalisation fine-tune; None: the fast edit preset's."""
     seed: int = 0
     """Seed of the capture and the training runs."""
 
@@ -54,8 +71,6 @@ class DemoConfig:
 def _avatar_settings(config: DemoConfig) -> dict:
     """The settings the capture and the recon are made with (the edit's have their own run folders), including a
     digest of the recon preset, so an avatar made by an older version of the model is not reused."""
-    from method_configs.recon import avatarstudio_recon_cpu
-
     keys = ("num_cameras", "num_frames", "resolution", "recon_steps", "seed")
     settings = {key: getattr(config, key) for key in keys}
     settings["recon_settings"] = settings_digest(avatarstudio_recon_cpu.config, config.recon_steps)
@@ -78,31 +93,26 @@ def check_avatar_settings(root: Path, config: DemoConfig) -> None:
 def run_demo(config: DemoConfig) -> dict:
     """Runs every stage that has not finished yet and writes the results; returns the edit's scores (empty when the
     built-in prompt set has no measure for the prompt)."""
-    from avatarstudio_ns.data.synth import CaptureConfig, render_capture
-    from avatarstudio_ns.eval.evaluate import (
-        EvalSettings,
-        collect_views,
-        evaluate,
-        load_pipeline,
-        pipeline_outputs,
-        write_report,
-    )
-    from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET
-    from avatarstudio_ns.eval.renders import image_grid, orbit_path, render_rgb, side_by_side, write_video
-    from avatarstudio_ns.guidance.loading import load_diffusion
-    from avatarstudio_ns.scripts.video import frontal_image_index
-    from method_configs.edit import avatarstudio_edit_fast
-    from method_configs.recon import avatarstudio_recon_cpu
-
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
     check_avatar_settings(root, config)
+    # The fast edit preset is the single source of what the demo leaves unset.
+    edit = copy.deepcopy(avatarstudio_edit_fast.config)
+    edit.pipeline.model.prompt = config.prompt or edit.pipeline.model.prompt
+    edit.pipeline.guidance.base_model = config.base_model
+    edit.pipeline.guidance.personalization = root / "personalization"
+    if config.personalization_steps is not None:
+        edit.pipeline.personalization.steps = config.personalization_steps
+    if config.identity_loss_mult is not None:
+        edit.pipeline.model.identity_loss_mult = config.identity_loss_mult
+    edit_steps = config.edit_steps if config.edit_steps is not None else edit.max_num_iterations
+    text = edit.pipeline.model.prompt
     try:
-        prompt = DEFAULT_PROMPT_SET.find(config.prompt)
+        prompt = DEFAULT_PROMPT_SET.find(text)
     except KeyError:
         prompt = None
         CONSOLE.print(
-            f"[yellow]The built-in prompt set has no measure for {config.prompt!r}: the demo edits and renders it "
+            f"[yellow]The built-in prompt set has no measure for {text!r}: the demo edits and renders it "
             "but writes no scores (avatarstudio eval --prompt-set takes your own set).[/yellow]"
         )
     torch.manual_seed(config.seed)
@@ -132,19 +142,12 @@ def run_demo(config: DemoConfig) -> dict:
         train_run(avatarstudio_recon_cpu.config, capture, root, config.recon_steps, load_dir=None)
 
     CONSOLE.rule("3/4 personalisation + VT-SDS edit (avatarstudio-edit-fast)")
-    edit = copy.deepcopy(avatarstudio_edit_fast.config)
-    edit.pipeline.model.prompt = config.prompt
-    edit.pipeline.guidance.base_model = config.base_model
-    edit.pipeline.guidance.personalization = root / "personalization"
-    edit.pipeline.personalization.steps = config.personalization_steps
-    if config.identity_loss_mult is not None:
-        edit.pipeline.model.identity_loss_mult = config.identity_loss_mult
     # One run per prompt and edit settings: another prompt, or a changed preset, never reuses an old edit.
-    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", "demo-" + settings_digest(edit, config.edit_steps))
-    if finished(edit_run, config.edit_steps):
+    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", "demo-" + settings_digest(edit, edit_steps))
+    if finished(edit_run, edit_steps):
         CONSOLE.print(f"Reusing the edit in {edit_run}")
     else:
-        train_run(edit, capture, root, config.edit_steps, load_dir=recon_run / "nerfstudio_models", name=edit_run.name)
+        train_run(edit, capture, root, edit_steps, load_dir=recon_run / "nerfstudio_models", name=edit_run.name)
 
     CONSOLE.rule("4/4 results")
     original = load_pipeline(recon_run / "config.yml")
@@ -173,8 +176,6 @@ def run_demo(config: DemoConfig) -> dict:
                     for c in camera_ids
                 ]
                 rows.append(render_rgb(model, cameras[torch.tensor(index)]))
-    import imageio.v3 as iio
-
     iio.imwrite(grid_path, image_grid(rows))
 
     report: dict = {}
@@ -190,7 +191,7 @@ def run_demo(config: DemoConfig) -> dict:
         # The grid and videos now show this prompt: scores of an earlier prompt would be read as this one's.
         for stale in (root / "scores.json", root / "scores.md"):
             stale.unlink(missing_ok=True)
-    summary = {"prompt": config.prompt, "edit": str(edit_run), "scores": scores}
+    summary = {"prompt": text, "edit": str(edit_run), "scores": scores}
     atomic_write_text(root / "summary.json", json.dumps(summary) + "\n")
     CONSOLE.print(
         Panel(

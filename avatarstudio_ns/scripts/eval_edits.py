@@ -9,7 +9,17 @@ from typing import Optional, Tuple
 import tyro
 from rich.console import Console
 
-from avatarstudio_ns.eval.evaluate import EvalSettings
+from avatarstudio_ns.eval.evaluate import (
+    EvalSettings,
+    collect_views,
+    evaluate,
+    load_pipeline,
+    pipeline_outputs,
+    print_report,
+    recorded_prompt,
+    write_report,
+)
+from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, load_prompt_set
 
 CONSOLE = Console()
 
@@ -36,17 +46,6 @@ class EvalCommand:
 
     def main(self) -> None:
         """Loads the avatars (renderers only, no diffusion model), renders, scores and writes the report."""
-        from avatarstudio_ns.eval.evaluate import (
-            collect_views,
-            evaluate,
-            load_pipeline,
-            pipeline_outputs,
-            print_report,
-            recorded_prompt,
-            write_report,
-        )
-        from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, load_prompt_set
-
         if self.prompt and len(self.prompt) != len(self.edited):
             raise SystemExit(f"Give one --prompt per --edited config ({len(self.edited)} given), or none.")
         prompt_set = load_prompt_set(self.prompt_set) if self.prompt_set is not None else DEFAULT_PROMPT_SET
@@ -72,7 +71,6 @@ class EvalCommand:
 
     def _loader(self, config: Path):
         """Loads an edited avatar's model when called, warning when its capture sits in another world frame."""
-        from avatarstudio_ns.eval.evaluate import load_pipeline, pipeline_outputs
 
         def load():
             pipeline = load_pipeline(config)

@@ -65,6 +65,8 @@ class PerTimestepEval:
 
     def main(self) -> dict[int, dict[str, float]]:
         """Loads the run, evaluates it and prints one line per timestep plus the spread."""
+        # heavy (eval_utils imports every method config of nerfstudio's registry, ~3 s): imported when the command
+        # runs, so --help stays fast
         from nerfstudio.utils.eval_utils import eval_setup
 
         _, pipeline, _, step = eval_setup(self.load_config, test_mode=self.split)

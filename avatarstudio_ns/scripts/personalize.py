@@ -15,17 +15,20 @@ from typing import List, Literal, Optional
 
 import torch
 from jaxtyping import Float
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from avatarstudio_ns.data.keyframes import (
     Keyframe,
     KeyframeSelectionConfig,
     avatar_keyframes,
+    keyframe_background,
+    keyframe_foregrounds,
     keyframe_image_index,
     keyframe_images,
 )
-from avatarstudio_ns.guidance.loading import DEFAULT_BASE_MODEL
-from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig
+from avatarstudio_ns.guidance.loading import DEFAULT_BASE_MODEL, load_diffusion
+from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
 
 
 def keyframe_renders(pipeline, keyframes: List[Keyframe]) -> List[Float[Tensor, "3 h w"]]:
@@ -66,11 +69,9 @@ class PersonalizeCommand:
 
     def main(self) -> None:
         """Select keyframes, load the base model, fine-tune, and write the personalisation folder."""
+        # heavy (eval_utils imports every method config of nerfstudio's registry, ~3 s): imported when the command
+        # runs, so --help stays fast
         from nerfstudio.utils.eval_utils import eval_setup
-        from nerfstudio.utils.rich_utils import CONSOLE
-
-        from avatarstudio_ns.guidance.loading import load_diffusion
-        from avatarstudio_ns.guidance.personalization.finetune import personalize
 
         def set_step(config):
             config.load_step = self.load_step
@@ -90,6 +91,11 @@ class PersonalizeCommand:
             images = keyframe_images(datamanager.train_dataset, keyframes)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
         base = load_diffusion(self.base_model, device, dtype=None if self.dtype == "auto" else self.dtype)
-        result = personalize(keyframes, images, base, self.personalization, self.output)
+        # Framed on the capture's masks, as the edit frames them (its renders of these views share the silhouette).
+        dataset = datamanager.train_dataset
+        foregrounds, background = keyframe_foregrounds(dataset, keyframes), keyframe_background(dataset)
+        result = personalize(
+            keyframes, images, base, self.personalization, self.output, foregrounds=foregrounds, background=background
+        )
         state = "reused" if result.reused else f"trained ({len(result.losses)} steps)"
         CONSOLE.print(f"Personalisation {state}: {result.folder}")

@@ -17,6 +17,7 @@ import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
 from avatarstudio_ns.atomic import atomic_write_text
+from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
 
 
 def run_dir(root: Path, experiment: str, method: str, name: str) -> Path:
@@ -80,9 +81,12 @@ def fit_schedules(config: TrainerConfig, steps: int) -> None:
 
 def edit_preset(preset: str):
     """The edit preset's method specification: "fast" (avatarstudio-edit-fast) or "paper" (avatarstudio-edit)."""
-    from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
-
     return avatarstudio_edit_fast if preset == "fast" else avatarstudio_edit
+
+
+def edit_steps(preset: str, steps: int | None) -> int:
+    """Iterations of an edit: ``steps``, or the preset's own length when None (the preset is the single source)."""
+    return steps if steps is not None else edit_preset(preset).config.max_num_iterations
 
 
 def edit_run_config(preset: str, prompt: str, base_model: str, seed: int, personalization: Path | None):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from avatarstudio_ns.atomic import atomic_write_text
@@ -32,12 +33,13 @@ from avatarstudio_ns.eval.evaluate import (
     pipeline_outputs,
 )
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet, load_prompt_set
+from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.scripts.ablate import TABLE_MEASURES, slug
 from avatarstudio_ns.scripts.runs import (
     check_settings,
     checkpoint_steps,
-    edit_preset,
     edit_run_config,
+    edit_steps,
     finished,
     run_dir,
     settings_digest,
@@ -133,11 +135,6 @@ class SuiteConfig:
     """How the edits are rendered and measured."""
 
 
-def edit_steps(config: SuiteConfig) -> int:
-    """Iterations of every edit of the suite."""
-    return config.edit_steps if config.edit_steps is not None else edit_preset(config.preset).config.max_num_iterations
-
-
 def applies(prompt: EditPrompt, identity: SuiteIdentity) -> bool:
     """Whether ``prompt`` asks for a change on ``identity`` (an identity with blue hair is not asked for blue hair)."""
     attributes = _capture_config(identity, Path("."), SuiteConfig()).attributes()
@@ -181,8 +178,6 @@ def _timed_train(run: Path, **train_args: Any) -> None:
 
 def _load_checkpoint(pipeline, run: Path, step: int) -> None:
     """Loads the weights of the run's checkpoint at ``step`` into ``pipeline`` (one of this run, for rendering)."""
-    import torch
-
     loaded = torch.load(run / "nerfstudio_models" / f"step-{step:09d}.ckpt", map_location="cpu", weights_only=False)
     pipeline.load_pipeline(loaded["pipeline"], loaded["step"])
     pipeline.eval()
@@ -217,6 +212,17 @@ def make_avatar(identity: SuiteIdentity, config: SuiteConfig, root: Path) -> tup
             name="recon",
         )
     return capture, recon
+
+
+def scored_through(run: Path, steps: int, settings: EvalSettings) -> bool:
+    """Whether the run's score cache holds its last step, measured with ``settings``: its scores are all the suite
+    needs, so a run whose checkpoints are gone (the small JSON files of a suite kept, e.g. in a repository, and copied
+    into a fresh output folder) is not trained again."""
+    cache = run / "suite_scores.json"
+    if not cache.is_file():
+        return False
+    cached = json.loads(cache.read_text())
+    return cached.get("settings") == _jsonable(dataclasses.asdict(settings)) and str(steps - 1) in cached["steps"]
 
 
 def score_run(
@@ -313,13 +319,11 @@ def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
 
 def run_suite(config: SuiteConfig) -> dict[str, Any]:
     """Makes every identity's avatar, trains every edit that is not finished, scores them and writes the table."""
-    from avatarstudio_ns.guidance.loading import load_diffusion  # diffusers: loaded when the suite runs, not for --help
-
     unknown = [n for n in config.identities if n not in SUITE_IDENTITIES]
     if unknown:
         raise ValueError(f"Unknown identity(ies) {unknown}; choose from {list(SUITE_IDENTITIES)}.")
     prompt_set = load_prompt_set(config.prompts) if config.prompts is not None else SUITE_PROMPTS
-    steps = edit_steps(config)
+    steps = edit_steps(config.preset, config.edit_steps)
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
     load_diffusion(config.base_model, "cpu")  # fail now, not after the first hour of runs
@@ -336,7 +340,7 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
             run = run_dir(root, name, method, slug(prompt.prompt))
             record = {"edit_settings": settings_digest(trainer, steps), "base_model": config.base_model, "steps": steps}
             check_settings(run / "suite_settings.json", record, run)
-            if not finished(run, steps):
+            if not finished(run, steps) and not scored_through(run, steps, config.settings):
                 CONSOLE.rule(f"{name}: {prompt.prompt}")
                 _timed_train(
                     run,
@@ -393,7 +397,7 @@ class SuiteCommand(SuiteConfig):
 
     def main(self) -> None:
         """Runs the suite and prints the table."""
-        from rich.markdown import Markdown
+        from rich.markdown import Markdown  # heavy for what it does (markdown-it, pygments): only to print the table
 
         run_suite(self)
         if not self.train_only:

@@ -18,8 +18,9 @@ class SynthCommand(CaptureConfig):
         """Render and write the capture."""
         console = Console()
         attributes = self.attributes()
+        width, height = self.image_size()
         console.print(
-            f"Rendering {self.num_cameras} cameras x {self.num_frames} frames at {self.resolution}px of a head with "
+            f"Rendering {self.num_cameras} cameras x {self.num_frames} frames at {width}x{height}px of a head with "
             f"{attributes.hair_style} {attributes.hair_color} hair, {attributes.skin_tone} skin and "
             f"{attributes.eye_color} eyes into {self.output}"
         )

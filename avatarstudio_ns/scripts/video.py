@@ -8,6 +8,9 @@ from typing import Optional
 
 from rich.console import Console
 
+from avatarstudio_ns.data.frontal import frontal_image_index
+from avatarstudio_ns.eval.renders import orbit_path, render_rgb, side_by_side, write_video
+
 CONSOLE = Console()
 
 
@@ -34,9 +37,9 @@ class VideoCommand:
 
     def main(self) -> None:
         """Loads both avatars (no diffusion model is loaded) and writes the video."""
+        # heavy (eval_utils imports every method config of nerfstudio's registry, ~3 s): imported when the command
+        # runs, so --help stays fast
         from nerfstudio.utils.eval_utils import eval_setup
-
-        from avatarstudio_ns.eval.renders import orbit_path, render_rgb, side_by_side, write_video
 
         _, original, _, _ = eval_setup(self.original, test_mode="inference")
         _, edited, _, _ = eval_setup(self.edited, test_mode="inference")
@@ -49,18 +52,3 @@ class VideoCommand:
             right = render_rgb(edited.model, path)
         write_video(self.output, side_by_side(left, right), fps=self.fps)
         CONSOLE.print(f"Wrote {self.output}")
-
-
-def frontal_image_index(dataset) -> int:
-    """Index of the frontal camera's first image in ``dataset`` (the first image if none is marked)."""
-    import torch
-
-    metadata = dataset.metadata
-    frontal = metadata.get("frontal_camera_index")
-    if frontal is None or "camera_indices" not in metadata:
-        return 0
-    hits = torch.nonzero(metadata["camera_indices"] == frontal).flatten()
-    if len(hits) == 0:
-        return 0
-    first = hits[torch.argmin(metadata["timestep_indices"][hits])]
-    return int(first)

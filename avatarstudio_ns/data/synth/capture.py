@@ -50,7 +50,12 @@ class CaptureConfig:
     num_frames: int = 60
     """Timesteps of the performance."""
     resolution: int = 256
-    """Square image size in pixels."""
+    """Image size in pixels: the side of a square image, or the width and height that --width / --height do not
+    set."""
+    width: int | None = None
+    """Image width in pixels (a non-square capture, e.g. 802 x 550 as NeRSemble's); None: --resolution."""
+    height: int | None = None
+    """Image height in pixels; None: --resolution. The head fills the shorter side as it fills a square image."""
     seed: int = 0
     """Seed of the performance and, with --random-identity, of the identity."""
     random_identity: bool = False
@@ -98,9 +103,14 @@ class CaptureConfig:
             return self.holdout_camera
         return DEFAULT_HOLDOUT_CAMERA if DEFAULT_HOLDOUT_CAMERA < self.num_cameras else self.num_cameras - 1
 
+    def image_size(self) -> tuple[int, int]:
+        """Width and height of the images, pixels."""
+        return self.width or self.resolution, self.height or self.resolution
+
     def rig(self) -> Rig:
         """The camera rig."""
-        return make_rig(self.num_cameras, self.resolution)
+        width, height = self.image_size()
+        return make_rig(self.num_cameras, self.resolution, width=width, height=height)
 
 
 def _name(timestep: int, camera: int) -> str:
@@ -163,8 +173,9 @@ def render_capture(config: CaptureConfig) -> Path:
     """Render a whole capture and write it in the export format; returns the output folder."""
     if config.num_cameras < 2:
         raise ValueError("A capture needs at least 2 cameras (one is held out for val/test).")
-    if config.num_frames < 1 or config.resolution < 8:
-        raise ValueError("A capture needs at least 1 frame and a resolution of at least 8 pixels.")
+    width, height = config.image_size()
+    if config.num_frames < 1 or min(width, height) < 8:
+        raise ValueError("A capture needs at least 1 frame and images of at least 8 pixels on each side.")
     attributes = config.attributes()
     holdout = config.holdout()
     rig = config.rig()
@@ -175,7 +186,7 @@ def render_capture(config: CaptureConfig) -> Path:
     for sub in ("images", "fg_masks", "semantics", "canonical"):
         (out / sub).mkdir(exist_ok=True)
 
-    pixels = config.num_cameras * config.num_frames * config.resolution**2
+    pixels = config.num_cameras * config.num_frames * width * height
     workers = config.workers or (min(2, os.cpu_count() or 1) if pixels > 4_000_000 else 1)
     workers = max(1, min(workers, config.num_frames))
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -205,6 +216,8 @@ def render_capture(config: CaptureConfig) -> Path:
         "num_cameras": config.num_cameras,
         "num_frames": config.num_frames,
         "resolution": config.resolution,
+        "width": width,
+        "height": height,
         "frontal_camera_index": rig.frontal_camera_index,
         "holdout_camera_index": holdout,
         "background_color": [1.0, 1.0, 1.0],

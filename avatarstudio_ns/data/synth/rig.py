@@ -79,6 +79,8 @@ def make_rig(
     distance: float = 1.0,
     elevations_deg: tuple[float, float] = (0.0, 22.0),
     half_extent: float = 0.165,
+    width: int | None = None,
+    height: int | None = None,
 ) -> Rig:
     """A ring of cameras over 360 degrees at two alternating heights.
 
@@ -89,11 +91,13 @@ def make_rig(
 
     Args:
         num_cameras: cameras in the ring.
-        resolution: square image size in pixels.
+        resolution: square image size in pixels (the width and height that are not given).
         distance: camera distance from the look-at point, metres.
         elevations_deg: the two ring heights, degrees above the horizon.
         half_extent: half the width of the world seen at the look-at distance, metres; sets the
-            focal length so that the head (about 0.2 m wide with hair) fills most of the frame.
+            focal length so that the head (about 0.2 m wide with hair) fills most of the frame's shorter side.
+        width: image width in pixels; None: ``resolution``.
+        height: image height in pixels; None: ``resolution``.
     """
     if num_cameras < 1:
         raise ValueError("num_cameras must be at least 1.")
@@ -106,14 +110,17 @@ def make_rig(
             [math.sin(azimuth) * math.cos(elevation), math.sin(elevation), math.cos(azimuth) * math.cos(elevation)]
         )
         c2ws.append(look_at(LOOK_AT + distance * direction, LOOK_AT))
-    focal = 0.5 * resolution * distance / half_extent
+    width, height = width or resolution, height or resolution
+    # The shorter side spans 2 * half_extent at the look-at point, so the head is whole in view at any aspect (the
+    # longer side only shows more backdrop); square pixels and a centred principal point, as real rigs have.
+    focal = 0.5 * min(width, height) * distance / half_extent
     return Rig(
         camera_to_world=np.stack(c2ws),
         fx=focal,
         fy=focal,
-        cx=resolution / 2.0,
-        cy=resolution / 2.0,
-        width=resolution,
-        height=resolution,
+        cx=width / 2.0,
+        cy=height / 2.0,
+        width=width,
+        height=height,
         frontal_camera_index=frontal,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
 from jaxtyping import Float
 from rich.progress import track
 from torch import Tensor
@@ -54,8 +55,6 @@ def ensure_class_images(
     Image i is generated with seed ``seed + i`` and written atomically, so an interrupted run keeps what it
     finished and a rerun generates the rest.
     """
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
     folder = Path(folder)
     paths = [folder / f"{i:04d}.png" for i in range(count)]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]

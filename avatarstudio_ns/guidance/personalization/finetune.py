@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
 from avatarstudio_ns.atomic import atomic_save, atomic_write_bytes, atomic_write_folder, atomic_write_text
@@ -216,8 +217,6 @@ def _save_full_unet(unet: torch.nn.Module, folder: Path) -> None:
 
 
 def _progress(enabled: bool, total: int, start: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     progress = Progress(
         TextColumn("[bold]personalize"),
         BarColumn(),
@@ -237,6 +236,8 @@ def personalize(
     config: PersonalizeConfig,
     output: Path,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
+    foregrounds: Sequence[Float[Tensor, "h w"] | None] | None = None,
+    background: Float[Tensor, "3"] | Sequence[float] | None = None,
 ) -> PersonalizationResult:
     """Fine-tune ``base`` on the keyframes and write the personalisation folder ``output``.
 
@@ -246,20 +247,30 @@ def personalize(
 
     Args:
         keyframes: The keyframe set; missing identifiers and prompts are assigned here.
-        images: One RGB image in [0, 1] per keyframe (any size; centre-cropped to a square).
+        images: One RGB image in [0, 1] per keyframe (any size; framed on the head as the edit's renders are, see
+            :func:`~avatarstudio_ns.guidance.imaging.to_model_square`).
         base: The base model, text encoder still loaded.
         config: Settings.
         output: The personalisation folder.
         callbacks: Called after every step with a :class:`StepInfo` (an exception stops the run; rerunning
             resumes from the last saved state).
+        foregrounds: Each image's foreground weight per pixel (the capture's mask), which frames the square the
+            model learns the keyframe from, or None per image (or for all): the whole image, padded to a square.
+        background: Colour of that padding (the images' backdrop); None: white.
     """
     if len(keyframes) != len(images) or not keyframes:
         raise ValueError(f"Need one image per keyframe, got {len(images)} images for {len(keyframes)} keyframes.")
+    foregrounds = [None] * len(images) if foregrounds is None else list(foregrounds)
+    if len(foregrounds) != len(images):
+        raise ValueError(f"Need one foreground (or None) per image, got {len(foregrounds)} for {len(images)} images.")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     keyframes = assign_identifiers(keyframes, config)
     resolution = config.resolution or base.resolution
-    squares = [to_model_square(im[None].float(), resolution)[0].clamp(0, 1) for im in images]
+    squares = [
+        to_model_square(im[None].float(), resolution, None if fg is None else fg[None], background)[0].clamp(0, 1)
+        for im, fg in zip(images, foregrounds, strict=True)
+    ]
     cache_key = personalization_cache_key(base, keyframes, squares, config)
 
     info = read_personalization_info(output)
@@ -348,6 +359,7 @@ def personalize(
 def _encode(images: Sequence[Tensor], base: DiffusionModel, resolution: int) -> Tensor:
     # The posterior mean: Stable Diffusion's VAE posterior is very narrow, and a fixed latent per image
     # lets us encode each image once.
+    # The images are squares at the model's resolution already (framed keyframes, class images): seen whole.
     batch = torch.stack([to_model_square(im[None], resolution)[0] for im in images]).to(base.device)
     return torch.cat([base.encode_images(chunk, sample=False) for chunk in batch.split(8)])
 

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
+import torch
+
+from avatarstudio_ns.scripts.bench.runner import plan_suites, print_report, run_bench
+
 
 @dataclass
 class BenchCommand:
@@ -45,10 +49,6 @@ class BenchCommand:
 
     def main(self) -> None:
         """Run the suites, print the tables and write the JSON report."""
-        import torch
-
-        from avatarstudio_ns.scripts.bench.runner import plan_suites, print_report, run_bench
-
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         plans, skipped = plan_suites(

@@ -11,6 +11,9 @@ import torch
 
 from avatarstudio_ns.data.keyframes import Keyframe
 from avatarstudio_ns.guidance.loading import DiffusionModel
+from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
+from avatarstudio_ns.guidance.personalization.personalized_model import load_personalization
+from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
 from avatarstudio_ns.scripts.bench.measure import Measurement, measure, peak_memory, synchronize, time_interleaved
 from avatarstudio_ns.scripts.bench.models import build_recon_model, make_batch, train_step
 from avatarstudio_ns.scripts.bench.settings import EDIT_PROMPT, NUM_KEYFRAMES, SuitePlan
@@ -47,8 +50,6 @@ def bench_personalize(plan: SuitePlan, base: DiffusionModel, folder: Path) -> Me
     class images sampled with two steps suffice, since their content does not change the cost. The
     personalisation written to ``folder`` is what the guidance measures then load.
     """
-    from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
-
     config = PersonalizeConfig(
         steps=plan.warmup + plan.steps + 1,
         batch_size=plan.personalize_batch,
@@ -95,9 +96,6 @@ def high_fraction(guidance, total_steps: int, seed: int) -> float:
 
 def build_guidance(plan: SuitePlan, base: DiffusionModel, folder: Path):
     """VT-SDS at the paper's settings on the personalisation in ``folder``."""
-    from avatarstudio_ns.guidance.personalization.personalized_model import load_personalization
-    from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
-
     config = VTSDSGuidanceConfig(prompt=EDIT_PROMPT)  # the paper's w, v, K, t range and annealing
     return VTSDSGuidance(config, device=base.device, base=base, personalized=load_personalization(folder, base))
 

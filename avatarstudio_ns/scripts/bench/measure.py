@@ -96,6 +96,8 @@ class _RSSSampler:
     """Samples the process RSS from a thread (the fallback where the kernel's peak mark cannot be reset)."""
 
     def __init__(self, interval: float = 0.002) -> None:
+        # optional dependency (psutil, not declared by this package): only the fallback where the kernel's peak-RSS
+        # mark cannot be reset needs it
         import psutil
 
         self.process = psutil.Process()

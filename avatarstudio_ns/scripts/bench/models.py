@@ -12,10 +12,21 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from nerfstudio.models.base_model import Model
+from transformers import CLIPTokenizer
 
-from avatarstudio_ns.builtin.small_model import SmallModelConfig
+from avatarstudio_ns.builtin.char_tokenizer import BOS_TOKEN, EOS_TOKEN, build_vocab, write_tokenizer
+from avatarstudio_ns.builtin.small_model import (
+    SmallModelConfig,
+    build_scheduler,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    write_small_model,
+)
+from avatarstudio_ns.edit.model import AvatarEditModelConfig
 from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
 from avatarstudio_ns.scripts.bench.settings import SD15_RANDOM, SuitePlan
+from method_configs.recon import avatarstudio_recon, avatarstudio_recon_cpu
 
 
 def sd15_sizes() -> SmallModelConfig:
@@ -44,11 +55,6 @@ def random_diffusion_model(cfg: SmallModelConfig, device: torch.device, dtype: t
     Writing Stable Diffusion 1.5's 4 GB of random weights to disk only to read them back would dominate the
     benchmark's set-up; only the tokenizer goes through a temporary folder.
     """
-    from transformers import CLIPTokenizer
-
-    from avatarstudio_ns.builtin.char_tokenizer import BOS_TOKEN, EOS_TOKEN, build_vocab, write_tokenizer
-    from avatarstudio_ns.builtin.small_model import build_scheduler, build_text_encoder, build_unet, build_vae
-
     with tempfile.TemporaryDirectory() as tmp:
         vocab_size = write_tokenizer(Path(tmp) / "tokenizer", cfg.words, cfg.max_length)
         tokenizer = CLIPTokenizer.from_pretrained(Path(tmp) / "tokenizer")
@@ -80,8 +86,6 @@ def load_bench_model(plan: SuitePlan, workdir: Path) -> DiffusionModel:
         dtype = torch.float16 if plan.dtype == "fp16" else torch.float32
         return random_diffusion_model(sd15_sizes(), device, dtype, plan.seed)
     if plan.model == "small":
-        from avatarstudio_ns.builtin.small_model import write_small_model
-
         folder = write_small_model(workdir / "small_model", plan.small_model, seed=plan.seed)
         return load_diffusion(str(folder), device, dtype=plan.dtype)
     return load_diffusion(plan.model, device, dtype=plan.dtype)
@@ -89,8 +93,6 @@ def load_bench_model(plan: SuitePlan, workdir: Path) -> DiffusionModel:
 
 def recon_spec(preset: str):
     """The method specification of a recon preset (cpu or gpu)."""
-    from method_configs.recon import avatarstudio_recon, avatarstudio_recon_cpu
-
     return avatarstudio_recon_cpu if preset == "cpu" else avatarstudio_recon
 
 
@@ -101,10 +103,6 @@ def preset_rays(preset: str) -> int:
 
 def build_recon_model(preset: str, device: torch.device, edit: bool = False):
     """The recon model of a preset (or the edit model with the same sizes) in a [-1, 1]^3 box."""
-    from nerfstudio.data.scene_box import SceneBox
-
-    from avatarstudio_ns.edit.model import AvatarEditModelConfig
-
     cfg = recon_spec(preset).config.pipeline.model
     if edit:
         names = [f.name for f in dataclasses.fields(cfg) if f.init and f.name != "_target"]

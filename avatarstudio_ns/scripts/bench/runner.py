@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.table import Table
 
 from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.builtin.small_model import SmallModelConfig
@@ -139,9 +141,6 @@ def run_bench(plans: list[SuitePlan], skipped: list[dict[str, str]], output: Pat
 
 def print_report(report: dict[str, Any]) -> None:
     """One rich table per suite, then the skipped suites."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     machine = report["machine"]
     console.print(

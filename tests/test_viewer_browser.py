@@ -1,0 +1,207 @@
+"""The viewer as a user sees it: ns-viewer on an edited avatar, opened in headless Chromium.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package (``.ci/run`` installs them); without
+them the test is skipped with the reason. Everything runs on 127.0.0.1; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from avatarstudio_ns.edit.trainer import find_checkpoint
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+try:
+    import selenium  # noqa: F401
+
+    SELENIUM = True
+except ImportError:
+    SELENIUM = False
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER and SELENIUM),
+    reason="needs chromium, chromedriver (apt-get install chromium chromium-driver) and selenium (pip install "
+    "selenium); .ci/run installs them",
+)
+
+GREEN = torch.tensor([-4.0, 4.0, -4.0])
+"""Colour MLP output bias of the shown edit: sigmoid gives pure green, unmistakable in a screenshot."""
+
+
+@pytest.fixture(scope="module")
+def shown_edit(edited, tmp_path_factory) -> Path:
+    """The test edit, made plain to see: green inside an edit region covering everything, and a last frame whose code
+    moves the head, so that the time control visibly changes the render. Returns its config.yml."""
+    config, _ = edited
+    folder = tmp_path_factory.mktemp("shown")
+    loaded = torch.load(find_checkpoint(config.get_base_dir() / "nerfstudio_models"), weights_only=False)
+    state = loaded["pipeline"]
+    state["_model.edit_region.grid"].fill_(1.0)
+    state["_model.edit_region.fitted"].fill_(True)
+    state["_model.appearance.mlp_head.layers.2.weight"].zero_()
+    state["_model.appearance.mlp_head.layers.2.bias"].copy_(GREEN)
+    state["_model.frame_codes.codes"][-1] *= 30.0
+    shown = yaml.load((config.get_base_dir() / "config.yml").read_text(), Loader=yaml.Loader)
+    shown.output_dir = folder
+    shown.timestamp = "shown"
+    checkpoints = shown.get_checkpoint_dir()
+    checkpoints.mkdir(parents=True)
+    torch.save(loaded, checkpoints / "step-000000000.ckpt")
+    path = shown.get_base_dir() / "config.yml"
+    path.write_text(yaml.dump(shown))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _viewer(config: Path, log: Path):
+    """ns-viewer on ``config``, bound to 127.0.0.1; yields its URL once it answers."""
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "nerfstudio.scripts.viewer.run_viewer",
+        "--load-config",
+        str(config),
+        "--viewer.websocket-host",
+        "127.0.0.1",
+        "--viewer.websocket-port",
+        str(port),
+    ]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:
+            assert process.poll() is None, f"ns-viewer exited:\n{log.read_text()[-3000:]}"
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(url, timeout=5).status == 200:
+                    break
+            assert time.time() < deadline, f"ns-viewer did not answer:\n{log.read_text()[-3000:]}"
+            time.sleep(2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextlib.contextmanager
+def _browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=960,540",
+        "--force-device-scale-factor=1",
+        "--enable-unsafe-swiftshader",  # WebGL on the CPU
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _screenshot(driver) -> np.ndarray:
+    """The page as RGB; retried, since a software-rendered WebGL page on a busy CPU can miss the driver's deadline."""
+    from selenium.common.exceptions import TimeoutException
+
+    for attempt in range(5):
+        try:
+            return np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")).astype(np.int16)
+        except TimeoutException:
+            if attempt == 4:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
+def _green_pixels(image: np.ndarray) -> int:
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    return int(((g > r + 80) & (g > b + 80)).sum())
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while True:
+        value = condition()
+        if value is not None and (isinstance(value, np.ndarray) or value):
+            return value
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(3)
+
+
+def _control(driver, label: str):
+    """The input of the viewer's GUI control whose label reads ``label``."""
+    from selenium.webdriver.common.by import By
+
+    element = driver.find_element(By.XPATH, f"//label[normalize-space(text())='{label}']")
+    return driver.find_element(By.ID, element.get_attribute("for"))
+
+
+def test_the_viewer_shows_the_edited_head_its_time_and_the_before_after_control(shown_edit, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    with _viewer(shown_edit, tmp_path / "viewer.log") as url, _browser() as driver:
+        driver.get(url)
+        time_label = "//label[normalize-space(text())='Time']"
+        _wait_for(lambda: driver.find_elements(By.XPATH, time_label), 300, "the viewer's controls")
+
+        # The head is in view on open (the viewer starts at the frontal camera): the edit's green covers part of it.
+        def head_in_view():
+            image = _screenshot(driver)
+            return image if _green_pixels(image) > 2000 else None
+
+        first = _wait_for(head_in_view, 300, "the green head in the viewport")
+
+        # Time: moving the slider to the end renders the last frame, whose code moves the head.
+        slider = _control(driver, "Time").find_element(By.CSS_SELECTOR, "[role=slider]")
+        slider.click()
+        slider.send_keys(Keys.END)
+        assert slider.get_attribute("aria-valuenow") == "1"
+
+        def moved():
+            image = _screenshot(driver)
+            return image if np.abs(image - first).mean() > 2.0 else None
+
+        _wait_for(moved, 180, "the render at the last time")
+
+        # Before / after: "original" shows the recon's colour, not the edit's green.
+        show = _control(driver, "Show")
+        show.click()
+        option = "//*[@role='option' and normalize-space()='original']"
+        _wait_for(lambda: driver.find_elements(By.XPATH, option), 30, "the Show options")
+        driver.find_element(By.XPATH, option).click()
+        _wait_for(lambda: _green_pixels(_screenshot(driver)) < 200, 180, "the original appearance")
