@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Optional
 
 import imageio.v3 as iio
+import numpy as np
 import torch
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.models.base_model import Model
 from rich.console import Console
 from rich.panel import Panel
 
@@ -90,13 +94,9 @@ def check_avatar_settings(root: Path, config: DemoConfig) -> None:
         )
 
 
-def run_demo(config: DemoConfig) -> dict:
-    """Runs every stage that has not finished yet and writes the results; returns the edit's scores (empty when the
-    built-in prompt set has no measure for the prompt)."""
-    root = config.output.expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    check_avatar_settings(root, config)
-    # The fast edit preset is the single source of what the demo leaves unset.
+def demo_edit_config(config: DemoConfig, root: Path) -> tuple[TrainerConfig, int]:
+    """The fast edit preset with the demo's prompt, base model and personalisation folder, and the edit's length; the
+    preset is the single source of whatever the demo leaves unset (None)."""
     edit = copy.deepcopy(avatarstudio_edit_fast.config)
     edit.pipeline.model.prompt = config.prompt or edit.pipeline.model.prompt
     edit.pipeline.guidance.base_model = config.base_model
@@ -105,7 +105,34 @@ def run_demo(config: DemoConfig) -> dict:
         edit.pipeline.personalization.steps = config.personalization_steps
     if config.identity_loss_mult is not None:
         edit.pipeline.model.identity_loss_mult = config.identity_loss_mult
-    edit_steps = config.edit_steps if config.edit_steps is not None else edit.max_num_iterations
+    return edit, config.edit_steps if config.edit_steps is not None else edit.max_num_iterations
+
+
+def render_grid(original: Model, edited: Model, dataset: InputDataset) -> np.ndarray:
+    """An image grid: up to 4 cameras across, the original at the first, middle and last frame, then the edit."""
+    metadata = dataset.metadata
+    all_cameras = sorted(set(metadata["camera_indices"].tolist()))
+    camera_ids = all_cameras[:: max(1, len(all_cameras) // 4)][:4]
+    timesteps = sorted(set(metadata["timestep_indices"].tolist()))
+    times = [timesteps[0], timesteps[len(timesteps) // 2], timesteps[-1]]
+    rows = []
+    for model in (original, edited):
+        for t in times:
+            index = [
+                int(torch.nonzero((metadata["camera_indices"] == c) & (metadata["timestep_indices"] == t))[0])
+                for c in camera_ids
+            ]
+            rows.append(render_rgb(model, dataset.cameras[torch.tensor(index)]))
+    return image_grid(rows)
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Runs every stage that has not finished yet and writes the results; returns the edit's scores (empty when the
+    built-in prompt set has no measure for the prompt)."""
+    root = config.output.expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    check_avatar_settings(root, config)
+    edit, edit_steps = demo_edit_config(config, root)
     text = edit.pipeline.model.prompt
     try:
         prompt = DEFAULT_PROMPT_SET.find(text)
@@ -161,22 +188,8 @@ def run_demo(config: DemoConfig) -> dict:
     gif = write_video(root / "side_by_side.gif", frames, fps=8)
 
     grid_path = root / "grid.png"
-    cameras = dataset.cameras
-    metadata = dataset.metadata
-    all_cameras = sorted(set(metadata["camera_indices"].tolist()))
-    camera_ids = all_cameras[:: max(1, len(all_cameras) // 4)][:4]
-    timesteps = sorted(set(metadata["timestep_indices"].tolist()))
-    times = [timesteps[0], timesteps[len(timesteps) // 2], timesteps[-1]]
-    rows = []
     with CONSOLE.status("Rendering the grid..."):
-        for model in (original.model, edited.model):
-            for t in times:
-                index = [
-                    int(torch.nonzero((metadata["camera_indices"] == c) & (metadata["timestep_indices"] == t))[0])
-                    for c in camera_ids
-                ]
-                rows.append(render_rgb(model, cameras[torch.tensor(index)]))
-    iio.imwrite(grid_path, image_grid(rows))
+        iio.imwrite(grid_path, render_grid(original.model, edited.model, dataset))
 
     report: dict = {}
     scores = "none (the prompt is not in the built-in prompt set)"
