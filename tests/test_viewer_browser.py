@@ -170,7 +170,7 @@ def _control(driver, label: str):
     return driver.find_element(By.ID, element.get_attribute("for"))
 
 
-def test_the_viewer_shows_the_edited_head_its_time_and_the_before_after_control(shown_edit, tmp_path):
+def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(shown_edit, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -198,10 +198,9 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_before_after_control(
 
         _wait_for(moved, 180, "the render at the last time")
 
-        # Before / after: "original" shows the recon's colour, not the edit's green.
-        show = _control(driver, "Show")
-        show.click()
-        option = "//*[@role='option' and normalize-space()='original']"
+        # Before / after: nerfstudio's Output type shows the recon's colour (rgb_original), not the edit's green.
+        _control(driver, "Output type").click()
+        option = "//*[@role='option' and normalize-space()='rgb_original']"
         _wait_for(lambda: driver.find_elements(By.XPATH, option), 30, "the Show options")
         driver.find_element(By.XPATH, option).click()
         _wait_for(lambda: _green_pixels(_screenshot(driver)) < 200, 180, "the original appearance")

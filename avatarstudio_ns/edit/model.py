@@ -10,7 +10,6 @@ import torch
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
-from nerfstudio.viewer.viewer_elements import ViewerDropdown
 from torch import Tensor
 from torch.nn import Parameter
 
@@ -48,27 +47,6 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     from fogging the background or thinning the surface (constant when the geometry is kept)."""
 
 
-COMPARE_VIEWS = ("edit", "original", "split")
-"""What the edited avatar's rgb shows in the viewer: the edit, the recon's appearance, or original left / edit right."""
-
-
-def compare_image(
-    edited: Float[Tensor, "h w 3"], original: Float[Tensor, "h w 3"], show: str
-) -> Float[Tensor, "h w 3"]:
-    """The image of one of :data:`COMPARE_VIEWS`: the edit, the original, or the original's left half beside the
-    edit's right half (a one-pixel white line between them)."""
-    if show == "edit":
-        return edited
-    if show == "original":
-        return original
-    if show != "split":
-        raise ValueError(f"Unknown view {show!r}; choose from {COMPARE_VIEWS}.")
-    half = edited.shape[1] // 2
-    split = torch.cat([original[:, :half], edited[:, half:]], dim=1)
-    split[:, half : half + 1] = 1.0
-    return split
-
-
 class AvatarEditModel(AvatarReconModel):
     """The avatar under edit: trains the canonical appearance A only.
 
@@ -95,12 +73,6 @@ class AvatarEditModel(AvatarReconModel):
         self.edit_region = EditRegion(self.scene_box.aabb, self.config.region_resolution)
         for module in frozen:
             module.requires_grad_(False)
-        self.viewer_show = ViewerDropdown(
-            "Show",
-            "edit",
-            list(COMPARE_VIEWS),
-            hint="The edited avatar, the recon's original appearance, or a split: original left, edit right.",
-        )
         # The recon's step at which the edit started: the proposals' sampling state is the recon's there (saved with
         # the edit, so ns-eval / ns-render of the edit sample as the edit trained).
         self.register_buffer("recon_step", torch.zeros((), dtype=torch.long))
@@ -142,17 +114,9 @@ class AvatarEditModel(AvatarReconModel):
             outputs["rgb"] = original + region * (outputs["rgb"] - original)
             outputs["edit_region"] = region
         if not self.training:
-            # Rendered for the viewer's before / after control and ns-render's rgb_original output.
+            # The recon's appearance as a render output: the viewer's Output type and Split Screen compare it with the
+            # edit at any view and moment; ns-render can write it.
             outputs["rgb_original"] = original
-        return outputs
-
-    @torch.no_grad()
-    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
-        """Renders a camera's image; its rgb shows the edit, the recon's original appearance or both side by side,
-        as the viewer's "Show" control says (other renderers leave it at the edit)."""
-        outputs = super().get_outputs_for_camera(camera, obb_box=obb_box)
-        if "rgb_original" in outputs:
-            outputs["rgb"] = compare_image(outputs["rgb"], outputs["rgb_original"], self.viewer_show.value)
         return outputs
 
     @torch.no_grad()
