@@ -8,6 +8,7 @@ import pytest
 
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.scripts.demo import DemoConfig, run_demo
+from method_configs.edit import avatarstudio_edit_fast
 
 
 def _checkpoints(folder):
@@ -31,7 +32,8 @@ def test_demo_writes_its_outputs_and_a_new_prompt_gets_its_own_edit(tmp_path):
     root = config.output
     for name in ("grid.png", "side_by_side.mp4", "side_by_side.gif", "scores.json", "scores.md", "demo.json"):
         assert (root / name).stat().st_size > 0, name
-    assert report["edits"][0]["prompt"] == config.prompt
+    default_prompt = avatarstudio_edit_fast.config.pipeline.model.prompt  # the demo's prompt is the preset's
+    assert report["edits"][0]["prompt"] == default_prompt
     summary = json.loads((root / "summary.json").read_text())
     first_edit = summary["edit"]
     recon = root / "runs" / "avatar" / "avatarstudio-recon-cpu"
@@ -47,8 +49,8 @@ def test_demo_writes_its_outputs_and_a_new_prompt_gets_its_own_edit(tmp_path):
     # The first prompt again: its finished edit is found and reused, not trained again.
     edits = root / "runs" / "avatar" / "avatarstudio-edit-fast"
     edit_checkpoints = _checkpoints(edits)
-    config.prompt = DemoConfig.prompt
-    assert run_demo(config)["edits"][0]["prompt"] == DemoConfig.prompt
+    config.prompt = None
+    assert run_demo(config)["edits"][0]["prompt"] == default_prompt
     assert json.loads((root / "summary.json").read_text())["edit"] == first_edit
     assert _checkpoints(edits) == edit_checkpoints
 
