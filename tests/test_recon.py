@@ -92,6 +92,31 @@ def test_frame_codes_interpolate_neighbouring_frames():
     assert torch.allclose(single(torch.tensor([[0.3]])), single.codes)
 
 
+def test_frames_no_training_image_shows_take_the_nearest_trained_frames_code():
+    """VHAP's test split holds the last timesteps: their codes would stay random; they hold the last trained one."""
+    codes = FrameCodes(num_timesteps=10, dim=3, trained_frames=[0, 1, 2, 4, 5, 6])
+    k = torch.arange(10, dtype=torch.float32)[:, None] / 9.0
+    rendered = codes(k)
+    assert torch.equal(rendered[[0, 1, 2, 4, 5, 6]], codes.codes[[0, 1, 2, 4, 5, 6]])
+    assert torch.equal(rendered[3], codes.codes[2])  # a gap takes the earlier of two equally near frames
+    assert torch.equal(rendered[7:], codes.codes[[6, 6, 6]])
+    assert torch.equal(codes.codes_at_frames()[9], codes.codes[6])
+    rendered.sum().backward()
+    assert (codes.codes.grad[[3, 7, 8, 9]] == 0).all(), "untrained frames' own codes are never used"
+    assert "source" not in codes.state_dict(), "follows from the capture; checkpoints stay as they were"
+
+
+def test_the_recon_model_knows_which_frames_its_training_images_show():
+    from nerfstudio.data.scene_box import SceneBox
+
+    config = copy.deepcopy(avatarstudio_recon_cpu.config.pipeline.model)
+    metadata = {"num_timesteps": 6, "timestep_indices": torch.tensor([0, 0, 1, 2, 3, 3])}
+    model = config.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=6, metadata=metadata
+    )
+    assert model.frame_codes.source.tolist() == [0, 1, 2, 3, 3, 3]
+
+
 def test_deformation_starts_near_identity_and_broadcasts_codes():
     field = DeformationField(torch.tensor([[-1.0] * 3, [1.0] * 3]), code_dim=4)
     positions = torch.rand(5, 7, 3) * 2 - 1

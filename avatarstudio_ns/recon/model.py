@@ -180,7 +180,13 @@ class AvatarReconModel(Model):
         num_timesteps = self.config.num_timesteps or int(metadata.get("num_timesteps", 1) or 1)
         # The viewer opens at the frontal camera instead of viser's default, which sits inside the head.
         self.viewer_camera = FrontalViewerCamera()
-        self.frame_codes = FrameCodes(num_timesteps, self.config.code_dim, init_std=self.config.code_init_std)
+        trained = metadata.get("timestep_indices")
+        self.frame_codes = FrameCodes(
+            num_timesteps,
+            self.config.code_dim,
+            init_std=self.config.code_init_std,
+            trained_frames=None if trained is None else [int(i) for i in trained],
+        )
         self.deformation = DeformationField(
             aabb,
             code_dim=self.config.code_dim,
