@@ -333,7 +333,7 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
         identity = SUITE_IDENTITIES[name]
         capture, recon = make_avatar(identity, config, root)
         prompts = [p for p in prompt_set.prompts if applies(p, identity)]
-        runs = []
+        original = views = None  # the recon, loaded for the first edit scored
         for prompt in prompts:
             trainer = edit_config(prompt.prompt, name, config, root)
             method = trainer.method_name
@@ -353,12 +353,12 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
                     name=run.name,
                     steps_per_save=config.checkpoint_every,
                 )
-            runs.append((prompt, run))
-        if config.train_only:
-            continue
-        original = load_pipeline(recon / "config.yml")
-        views = collect_views(*pipeline_outputs(original), config.settings)
-        for prompt, run in runs:
+            if config.train_only:
+                continue
+            # Scored as soon as it is trained, so an interrupted suite keeps every finished edit's scores.
+            if original is None:
+                original = load_pipeline(recon / "config.yml")
+                views = collect_views(*pipeline_outputs(original), config.settings)
             row = {"identity": name, "prompt": prompt.prompt, "run": str(run)}
             row.update(suite_row(score_run(run, original, views, prompt, prompt_set, config.settings)))
             timing = run / "suite_time.json"
