@@ -54,7 +54,10 @@ def test_a_prompt_is_not_asked_of_an_identity_that_already_has_it():
         assert len({getattr(a, key) for a in attributes}) == len(attributes), key
 
 
-def test_an_interrupted_suite_keeps_the_scores_of_every_edit_it_finished(tmp_path, monkeypatch, tiny_edit_preset):
+@pytest.fixture
+def tiny_suite(tmp_path, monkeypatch, tiny_edit_preset):
+    """A SuiteConfig of tiny captures, runs and views, editing with blue hair and dark skin; call it with the
+    identities and edit steps."""
     model = write_small_model(tmp_path / "tiny", SmallModelConfig.tiny())
     monkeypatch.setattr(avatarstudio_recon_cpu.config.pipeline.datamanager, "train_num_rays_per_batch", 256)
     monkeypatch.setattr(tiny_edit_preset.region, "num_noises", 1)
@@ -64,19 +67,27 @@ def test_an_interrupted_suite_keeps_the_scores_of_every_edit_it_finished(tmp_pat
         ),
         tmp_path / "prompts.yaml",
     )
-    config = S.SuiteConfig(
-        output=tmp_path / "suite",
-        identities=("brown-short-light",),
-        prompts=prompts,
-        base_model=str(model),
-        num_cameras=6,
-        num_frames=3,
-        resolution=32,
-        recon_steps=10,
-        edit_steps=2,
-        checkpoint_every=1,
-        settings=EvalSettings(num_train_cameras=1, timestep_stride=2, clip_model=None),
-    )
+
+    def make(identities: tuple[str, ...], edit_steps: int) -> S.SuiteConfig:
+        return S.SuiteConfig(
+            output=tmp_path / "suite",
+            identities=identities,
+            prompts=prompts,
+            base_model=str(model),
+            num_cameras=6,
+            num_frames=3,
+            resolution=32,
+            recon_steps=10,
+            edit_steps=edit_steps,
+            checkpoint_every=1,
+            settings=EvalSettings(num_train_cameras=1, timestep_stride=2, clip_model=None),
+        )
+
+    return make
+
+
+def test_an_interrupted_suite_keeps_the_scores_of_every_edit_it_finished(monkeypatch, tiny_suite):
+    config = tiny_suite(("brown-short-light",), edit_steps=2)
     train_run = S.train_run
 
     def killed_at_the_second_edit(**kwargs):
@@ -91,32 +102,8 @@ def test_an_interrupted_suite_keeps_the_scores_of_every_edit_it_finished(tmp_pat
     assert S.scored_through(runs / "photo-of-a-person-with-blue-hair", 2, config.settings)
 
 
-def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_everything(
-    tmp_path, monkeypatch, tiny_edit_preset
-):
-    model = write_small_model(tmp_path / "tiny", SmallModelConfig.tiny())
-    recon = avatarstudio_recon_cpu.config.pipeline
-    monkeypatch.setattr(recon.datamanager, "train_num_rays_per_batch", 256)
-    monkeypatch.setattr(tiny_edit_preset.region, "num_noises", 1)
-    prompts = save_prompt_set(
-        PromptSet(
-            prompts=tuple(DEFAULT_PROMPT_SET.find(f"photo of a person with {p}") for p in ("blue hair", "dark skin"))
-        ),
-        tmp_path / "prompts.yaml",
-    )
-    config = S.SuiteConfig(
-        output=tmp_path / "suite",
-        identities=("brown-short-light", "blue-long-tan"),
-        prompts=prompts,
-        base_model=str(model),
-        num_cameras=6,
-        num_frames=3,
-        resolution=32,
-        recon_steps=10,
-        edit_steps=3,
-        checkpoint_every=1,
-        settings=EvalSettings(num_train_cameras=1, timestep_stride=2, clip_model=None),
-    )
+def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_everything(monkeypatch, tiny_suite):
+    config = tiny_suite(("brown-short-light", "blue-long-tan"), edit_steps=3)
     summary = S.run_suite(config)
 
     rows = summary["rows"]

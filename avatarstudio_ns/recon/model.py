@@ -390,8 +390,10 @@ class AvatarReconModel(Model):
         # Further per-sample quantities: colours ("rgb_...", e.g. the edit's original appearance) are rendered like rgb,
         # anything else (e.g. the edit's region) like the accumulation.
         for name, value in sample_outputs.items():
-            rendered = self.renderer_rgb(rgb=value, weights=weights) if name.startswith("rgb") else None
-            outputs[name] = rendered if rendered is not None else torch.sum(weights * value, dim=-2)
+            if name.startswith("rgb"):
+                outputs[name] = self.renderer_rgb(rgb=value, weights=weights)
+            else:
+                outputs[name] = torch.sum(weights * value, dim=-2)
         if compute_normals:
             normals = -torch.nn.functional.normalize(gradient, dim=-1)
             rendered = torch.sum(weights.detach() * normals, dim=-2)

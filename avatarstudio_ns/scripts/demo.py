@@ -35,7 +35,7 @@ from avatarstudio_ns.eval.evaluate import (
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET
 from avatarstudio_ns.eval.renders import image_grid, orbit_path, render_rgb, side_by_side, write_video
 from avatarstudio_ns.guidance.loading import load_diffusion
-from avatarstudio_ns.scripts.runs import check_settings, finished, run_dir, settings_digest, train_run
+from avatarstudio_ns.scripts.runs import check_settings, edit_steps, finished, run_dir, settings_digest, train_run
 from method_configs.edit import avatarstudio_edit_fast
 from method_configs.recon import avatarstudio_recon_cpu
 
@@ -105,7 +105,7 @@ def demo_edit_config(config: DemoConfig, root: Path) -> tuple[TrainerConfig, int
         edit.pipeline.personalization.steps = config.personalization_steps
     if config.identity_loss_mult is not None:
         edit.pipeline.model.identity_loss_mult = config.identity_loss_mult
-    return edit, config.edit_steps if config.edit_steps is not None else edit.max_num_iterations
+    return edit, edit_steps("fast", config.edit_steps)
 
 
 def render_grid(original: Model, edited: Model, dataset: InputDataset) -> np.ndarray:
@@ -132,7 +132,7 @@ def run_demo(config: DemoConfig) -> dict:
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
     check_avatar_settings(root, config)
-    edit, edit_steps = demo_edit_config(config, root)
+    edit, steps = demo_edit_config(config, root)
     text = edit.pipeline.model.prompt
     try:
         prompt = DEFAULT_PROMPT_SET.find(text)
@@ -170,11 +170,11 @@ def run_demo(config: DemoConfig) -> dict:
 
     CONSOLE.rule("3/4 personalisation + VT-SDS edit (avatarstudio-edit-fast)")
     # One run per prompt and edit settings: another prompt, or a changed preset, never reuses an old edit.
-    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", "demo-" + settings_digest(edit, edit_steps))
-    if finished(edit_run, edit_steps):
+    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", "demo-" + settings_digest(edit, steps))
+    if finished(edit_run, steps):
         CONSOLE.print(f"Reusing the edit in {edit_run}")
     else:
-        train_run(edit, capture, root, edit_steps, load_dir=recon_run / "nerfstudio_models", name=edit_run.name)
+        train_run(edit, capture, root, steps, load_dir=recon_run / "nerfstudio_models", name=edit_run.name)
 
     CONSOLE.rule("4/4 results")
     original = load_pipeline(recon_run / "config.yml")

@@ -214,15 +214,20 @@ def make_avatar(identity: SuiteIdentity, config: SuiteConfig, root: Path) -> tup
     return capture, recon
 
 
+def cached_scores(run: Path, settings: EvalSettings) -> dict[int, dict]:
+    """The scores in the run's cache, per checkpoint step, if they were measured with ``settings`` (else none)."""
+    cache = run / "suite_scores.json"
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    if cached.get("settings") != _jsonable(dataclasses.asdict(settings)):
+        return {}
+    return {int(k): v for k, v in cached.get("steps", {}).items()}
+
+
 def scored_through(run: Path, steps: int, settings: EvalSettings) -> bool:
     """Whether the run's score cache holds its last step, measured with ``settings``: its scores are all the suite
     needs, so a run whose checkpoints are gone (the small JSON files of a suite kept, e.g. in a repository, and copied
     into a fresh output folder) is not trained again."""
-    cache = run / "suite_scores.json"
-    if not cache.is_file():
-        return False
-    cached = json.loads(cache.read_text())
-    return cached.get("settings") == _jsonable(dataclasses.asdict(settings)) and str(steps - 1) in cached["steps"]
+    return steps - 1 in cached_scores(run, settings)
 
 
 def score_run(
@@ -232,8 +237,7 @@ def score_run(
     with other evaluation settings is measured again)."""
     cache = run / "suite_scores.json"
     recorded = _jsonable(dataclasses.asdict(settings))
-    cached = json.loads(cache.read_text()) if cache.is_file() else {}
-    scores = {int(k): v for k, v in cached.get("steps", {}).items()} if cached.get("settings") == recorded else {}
+    scores = cached_scores(run, settings)
     edited = None  # loaded once, then each checkpoint's weights into it
     for step in checkpoint_steps(run):
         if step in scores:
