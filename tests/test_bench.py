@@ -8,6 +8,7 @@ import pytest
 
 from avatarstudio_ns.scripts.bench.command import BenchCommand
 from avatarstudio_ns.threads import torch_threads
+from method_configs.edit import avatarstudio_edit
 
 FIGURES = [
     *(f"{name}_{unit}" for name in ("recon_step", "personalize_step", "edit_step") for unit in ("s", "peak_mib")),
@@ -42,3 +43,7 @@ def test_quick_bench_writes_every_figure(tmp_path, one_thread):
     assert suite["measures"]["vtsds_above_k"]["extra"]["v"][0] < 1
     assert suite["measures"]["vtsds_below_k"]["extra"]["v"][0] == 1
     assert 0 < suite["high_fraction"] < 1
+    # The edit step is the edit pipeline's own (the fast preset's losses, on the branch above K), not a copy of it.
+    edit = suite["measures"]["edit_step"]["extra"]
+    assert edit["losses"] == ["identity_loss", "opacity_entropy", "vtsds"]
+    assert min(edit["t"]) > avatarstudio_edit.config.pipeline.guidance.k_timestep

@@ -6,12 +6,15 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.models.base_model import Model
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
 
 from avatarstudio_ns.data.edit_datamanager import KeyframeDataManagerConfig
 from avatarstudio_ns.data.keyframes import (
@@ -155,29 +158,46 @@ class AvatarEditPipeline(VanillaPipeline):
         return super().get_training_callbacks(training_callback_attributes)
 
     def get_train_loss_dict(self, step: int):
-        """Renders one keyframe whole and returns the guidance's losses and the model's (entropy, identity)."""
+        """Renders the next keyframe whole and returns the guidance's losses and the model's (entropy, identity)."""
         guidance = self.get_guidance()
         ray_bundle, batch = self.datamanager.next_train(step)
-        outputs = self._model(ray_bundle)
-        height, width = batch["image_height"], batch["image_width"]
-        image = outputs["rgb"].reshape(height, width, 3).permute(2, 0, 1)[None]
-        # The accumulation frames the square the diffusion model sees on the head (the whole head, whatever the
-        # image's aspect), padded with the backdrop the render is composited on.
-        result = guidance(
-            image,
-            keyframe_ids=[batch["keyframe_index"]],
-            step=step,
-            total_steps=self._total_steps,
-            foreground=outputs["accumulation"].reshape(1, height, width),
-            background=self.model.background_color,
-        )
-        loss_dict = self.model.get_loss_dict(outputs, batch)
-        # The guidance names its losses "loss_*" (VT-SDS: loss_vtsds); the rest are diagnostics.
-        loss_dict.update({key[5:]: value for key, value in result.items() if key.startswith("loss_")})
-        metrics_dict: Dict[str, Any] = {
-            key: value.float().mean() for key, value in result.items() if not key.startswith("loss_")
-        }
-        return outputs, loss_dict, metrics_dict
+        return keyframe_losses(self._model, guidance, ray_bundle, batch, step, self._total_steps)
+
+
+def keyframe_losses(
+    model: Model, guidance, ray_bundle: RayBundle, batch: Dict[str, Any], step: int, total_steps: int
+) -> Tuple[Dict[str, Any], Dict[str, Tensor], Dict[str, Any]]:
+    """One edit step's outputs, losses and diagnostics: ``model`` renders a whole keyframe image from ``ray_bundle``
+    and ``guidance`` scores it; the model adds its own losses (entropy, identity).
+
+    Args:
+        model: The edit model.
+        guidance: VT-SDS, or a baseline's guidance.
+        ray_bundle: Every ray of the keyframe image, flattened row by row.
+        batch: The keyframe's ``keyframe_index``, ``image_height``, ``image_width`` and captured ``image``.
+        step: The training step (the timestep annealing follows it).
+        total_steps: The run's length.
+    """
+    outputs = model(ray_bundle)
+    height, width = batch["image_height"], batch["image_width"]
+    image = outputs["rgb"].reshape(height, width, 3).permute(2, 0, 1)[None]
+    # The accumulation frames the square the diffusion model sees on the head (the whole head, whatever the
+    # image's aspect), padded with the backdrop the render is composited on.
+    result = guidance(
+        image,
+        keyframe_ids=[batch["keyframe_index"]],
+        step=step,
+        total_steps=total_steps,
+        foreground=outputs["accumulation"].reshape(1, height, width),
+        background=model.background_color,
+    )
+    loss_dict = model.get_loss_dict(outputs, batch)
+    # The guidance names its losses "loss_*" (VT-SDS: loss_vtsds); the rest are diagnostics.
+    loss_dict.update({key[5:]: value for key, value in result.items() if key.startswith("loss_")})
+    metrics_dict: Dict[str, Any] = {
+        key: value.float().mean() for key, value in result.items() if not key.startswith("loss_")
+    }
+    return outputs, loss_dict, metrics_dict
 
 
 def default_personalization_folder(data: Optional[Path], base_model: str, config: PersonalizeConfig) -> Path:

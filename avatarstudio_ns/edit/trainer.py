@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Type
+from typing import Any, Literal, Type
 
 import torch
 import yaml
@@ -49,21 +49,24 @@ def inherit_recon_config(config: EditTrainerConfig, recon_config_path: Path) -> 
     """Copies the recon's model architecture and dataparser options into the edit's config.
 
     The edit loads the recon's weights, so its model must be built with the same sizes, and its dataparser
-    must centre and scale the capture the same way. Fields that the edit's own config class declares
-    (prompt, entropy weight...) stay the edit's.
+    must centre and scale the capture the same way.
     """
     recon = yaml.load(Path(recon_config_path).read_text(), Loader=yaml.Loader)
-    for target, source in (
-        (config.pipeline.model, recon.pipeline.model),
-        (config.pipeline.datamanager.dataparser, recon.pipeline.datamanager.dataparser),
-    ):
-        keep = {"_target", "data"}
-        if type(target) is not type(source):
-            keep |= set(vars(type(target)).get("__annotations__", {}))
-        source_fields = {f.name for f in dataclasses.fields(source)}
-        for f in dataclasses.fields(target):
-            if f.name in source_fields and f.name not in keep:
-                setattr(target, f.name, getattr(source, f.name))
+    inherit_fields(config.pipeline.model, recon.pipeline.model)
+    inherit_fields(config.pipeline.datamanager.dataparser, recon.pipeline.datamanager.dataparser)
+
+
+def inherit_fields(target: Any, source: Any) -> None:
+    """Sets each field of the config ``target`` that ``source`` also has to the source's value, except the fields that
+    ``target``'s own class declares when the two classes differ (the edit model's prompt, entropy weight...), its
+    ``_target`` and its ``data``."""
+    keep = {"_target", "data"}
+    if type(target) is not type(source):
+        keep |= set(vars(type(target)).get("__annotations__", {}))
+    source_fields = {f.name for f in dataclasses.fields(source)}
+    for f in dataclasses.fields(target):
+        if f.name in source_fields and f.name not in keep:
+            setattr(target, f.name, getattr(source, f.name))
 
 
 def _same_optimizer_groups(saved: dict, groups: dict) -> bool:

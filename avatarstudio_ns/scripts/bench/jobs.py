@@ -5,17 +5,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from avatarstudio_ns.data.keyframes import Keyframe
+from avatarstudio_ns.edit.pipeline import keyframe_losses
 from avatarstudio_ns.guidance.loading import DiffusionModel
 from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
 from avatarstudio_ns.guidance.personalization.personalized_model import load_personalization
 from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
 from avatarstudio_ns.scripts.bench.measure import Measurement, measure, peak_memory, synchronize, time_interleaved
-from avatarstudio_ns.scripts.bench.models import build_recon_model, make_batch, train_step
+from avatarstudio_ns.scripts.bench.models import build_edit_model, build_recon_model, make_batch, train_step
 from avatarstudio_ns.scripts.bench.settings import EDIT_PROMPT, NUM_KEYFRAMES, SuitePlan
 from avatarstudio_ns.threads import torch_threads
 
@@ -79,7 +79,7 @@ def bench_personalize(plan: SuitePlan, base: DiffusionModel, folder: Path) -> Me
     return result
 
 
-def branch_config(config, above_k: bool, num_train_timesteps: int):
+def branch_config(config: VTSDSGuidanceConfig, above_k: bool, num_train_timesteps: int) -> VTSDSGuidanceConfig:
     """The guidance config with t pinned just above K, or below it (anneal off): one branch of Eq. 10."""
     k = config.k_timestep
     t = (k + num_train_timesteps) // 2 if above_k else k // 2
@@ -87,83 +87,85 @@ def branch_config(config, above_k: bool, num_train_timesteps: int):
     return dataclasses.replace(config, t_min=fraction, t_max_start=fraction, anneal="none")
 
 
-def high_fraction(guidance, total_steps: int, seed: int) -> float:
+def high_fraction(guidance: VTSDSGuidance, total_steps: int, seed: int) -> float:
     """Share of a run's steps whose sampled t exceeds K, with the guidance's own annealed schedule."""
     generator = torch.Generator().manual_seed(seed)
     t = torch.cat([guidance.sample_timesteps(1, s, total_steps, generator).cpu() for s in range(total_steps)])
     return float((t > guidance.config.k_timestep).float().mean())
 
 
-def build_guidance(plan: SuitePlan, base: DiffusionModel, folder: Path):
+def build_guidance(plan: SuitePlan, base: DiffusionModel, folder: Path) -> VTSDSGuidance:
     """VT-SDS at the paper's settings on the personalisation in ``folder``."""
     config = VTSDSGuidanceConfig(prompt=EDIT_PROMPT)  # the paper's w, v, K, t range and annealing
     return VTSDSGuidance(config, device=base.device, base=base, personalized=load_personalization(folder, base))
 
 
-def guidance_variants(guidance) -> dict[str, Any]:
-    """Configs of the three guidance steps compared: VT-SDS above K, VT-SDS at or below K, plain SDS."""
+def guidance_variants(guidance: VTSDSGuidance) -> dict[str, VTSDSGuidance]:
+    """The three guidance steps compared, on ``guidance``'s models: VT-SDS above K, VT-SDS at or below K, plain SDS."""
     n = guidance.base.num_train_timesteps
     paper = guidance.config
-    return {
+    configs = {
         "vtsds_above_k": branch_config(paper, True, n),
         "vtsds_below_k": branch_config(paper, False, n),
         "sds": dataclasses.replace(branch_config(paper, True, n), use_personalized=False),
     }
+    return {
+        name: VTSDSGuidance(config, device=guidance.base.device, base=guidance.base, personalized=guidance.personalized)
+        for name, config in configs.items()
+    }
 
 
-def guidance_step(guidance, config, image: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """One guidance step on ``image`` under ``config``: loss and backward to the image."""
-    guidance.config = config
+def guidance_step(guidance: VTSDSGuidance, image: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One guidance step on ``image``: loss and backward to the image."""
     x = image.detach().requires_grad_(True)
     out = guidance(x, [0] * x.shape[0], step=0, total_steps=1, generator=generator)
     out["loss_vtsds"].backward()
     return out
 
 
-def bench_guidance(plan: SuitePlan, guidance) -> dict[str, Measurement]:
-    """VT-SDS per branch and plain SDS on the same render-sized image, timed alternately; peak memory of each."""
+def bench_guidance(plan: SuitePlan, variants: dict[str, VTSDSGuidance]) -> dict[str, Measurement]:
+    """Each guidance of ``variants`` on the same render-sized image, timed alternately; peak memory of each."""
     device = torch.device(plan.device)
-    paper = guidance.config
     generator = torch.Generator().manual_seed(plan.seed)
     image = torch.rand(plan.guidance_batch, 3, plan.render_resolution, plan.render_resolution, generator=generator)
     image = image.to(device)
-    variants = guidance_variants(guidance)
-    fns = {name: (lambda c=c: guidance_step(guidance, c, image, generator)) for name, c in variants.items()}
+    fns = {name: (lambda g=g: guidance_step(g, image, generator)) for name, g in variants.items()}
     times = time_interleaved(fns, plan.steps, plan.warmup, device)
     results = {}
-    for name, config in variants.items():
+    for name, guidance in variants.items():
         results[name] = Measurement(samples=times[name])
         with peak_memory(device, results[name]):
-            out = guidance_step(guidance, config, image, generator)
+            out = guidance_step(guidance, image, generator)
         # Record the branch actually taken, so a wrong pinning of t cannot pass unnoticed.
         results[name].extra = {"t": out["t"].tolist(), "v": out["v"].tolist()}
-    guidance.config = paper
     return results
 
 
-def bench_edit(plan: SuitePlan, guidance) -> Measurement:
-    """One edit step: render a keyframe-sized ray batch, VT-SDS (above K, the costlier branch) + entropy, backward,
-    Adam on the appearance network only (what ``AvatarEditPipeline`` and the trainer do per step)."""
+def bench_edit(plan: SuitePlan, guidance: VTSDSGuidance) -> Measurement:
+    """One edit step with ``guidance``: the edit pipeline's own keyframe render and losses (guidance, entropy,
+    identity), backward, Adam on the edit model's trainable parameters (the appearance), as the trainer runs it."""
     device = torch.device(plan.device)
     torch.manual_seed(plan.seed)
-    model = build_recon_model(plan.recon_preset, device, edit=True)
+    model = build_edit_model(plan.recon_preset, device)
     optimizer = torch.optim.Adam([p for group in model.get_param_groups().values() for p in group], lr=1e-3, eps=1e-15)
     side = plan.render_resolution
-    bundle, _ = make_batch(side * side, plan.device, plan.seed)
-    generator = torch.Generator().manual_seed(plan.seed)
-    guidance.config = guidance_variants(guidance)["vtsds_above_k"]
+    bundle, rays = make_batch(side * side, plan.device, plan.seed)
+    batch = {"keyframe_index": 0, "image_height": side, "image_width": side, "image": rays["image"]}
+
+    timesteps: list[float] = []
+    losses: set[str] = set()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        outputs = model.get_outputs(bundle)
-        image = outputs["rgb"].reshape(side, side, 3).permute(2, 0, 1)[None]
-        loss = guidance(image, [0], step=0, total_steps=1, generator=generator)["loss_vtsds"]
-        loss = loss + sum(model.get_loss_dict(outputs, {}).values())
-        loss.backward()
+        _, loss_dict, metrics = keyframe_losses(model, guidance, bundle, batch, step=0, total_steps=1)
+        sum(loss_dict.values()).backward()  # type: ignore[union-attr]
         optimizer.step()
+        timesteps.append(float(metrics["t"]))
+        losses.update(loss_dict)
 
     result = measure(step, plan)
-    result.extra = {"render_resolution": side, "branch": "t > K"}
+    # The timesteps drawn and the losses summed, so what was timed is on record (the caller pins t above K).
+    result.extra = {"render_resolution": side, "t": sorted(set(timesteps)), "losses": sorted(losses)}
     return result
 
 

@@ -3,7 +3,7 @@ ray batch with one recon training step (also timed by ``benchmarks/bench_recon.p
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import tempfile
 from pathlib import Path
 
@@ -23,9 +23,10 @@ from avatarstudio_ns.builtin.small_model import (
     build_vae,
     write_small_model,
 )
-from avatarstudio_ns.edit.model import AvatarEditModelConfig
+from avatarstudio_ns.edit.trainer import inherit_fields
 from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
 from avatarstudio_ns.scripts.bench.settings import SD15_RANDOM, SuitePlan
+from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
 from method_configs.recon import avatarstudio_recon, avatarstudio_recon_cpu
 
 
@@ -101,14 +102,24 @@ def preset_rays(preset: str) -> int:
     return recon_spec(preset).config.pipeline.datamanager.train_num_rays_per_batch
 
 
-def build_recon_model(preset: str, device: torch.device, edit: bool = False):
-    """The recon model of a preset (or the edit model with the same sizes) in a [-1, 1]^3 box."""
-    cfg = recon_spec(preset).config.pipeline.model
-    if edit:
-        names = [f.name for f in dataclasses.fields(cfg) if f.init and f.name != "_target"]
-        cfg = AvatarEditModelConfig(**{name: getattr(cfg, name) for name in names})
+def build_recon_model(preset: str, device: torch.device):
+    """The recon model of a preset in a [-1, 1]^3 box."""
+    return _setup(recon_spec(preset).config.pipeline.model, device)
+
+
+def build_edit_model(preset: str, device: torch.device):
+    """The edit preset's model on a recon of ``preset`` (avatarstudio-edit-fast on the cpu recon, avatarstudio-edit on
+    the gpu one), its sizes inherited from the recon as an edit inherits them."""
+    edit = avatarstudio_edit_fast if preset == "cpu" else avatarstudio_edit
+    config = copy.deepcopy(edit.config.pipeline.model)
+    inherit_fields(config, recon_spec(preset).config.pipeline.model)
+    return _setup(config, device)
+
+
+def _setup(config, device: torch.device) -> Model:
+    """A model of ``config`` in a [-1, 1]^3 box, 64 training images over 30 timesteps, in training mode."""
     scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-    model = cfg.setup(scene_box=scene_box, num_train_data=64, metadata={"num_timesteps": 30})
+    model = config.setup(scene_box=scene_box, num_train_data=64, metadata={"num_timesteps": 30})
     return model.to(device).train()
 
 

@@ -41,6 +41,7 @@ from avatarstudio_ns.scripts.bench.jobs import (
     bench_recon,
     build_guidance,
     derived_figures,
+    guidance_variants,
     high_fraction,
 )
 from avatarstudio_ns.scripts.bench.measure import Measurement, machine_info
@@ -58,10 +59,12 @@ def run_suite(plan: SuitePlan) -> dict[str, Any]:
         base = load_bench_model(plan, Path(tmp))
         measures["personalize_step"] = bench_personalize(plan, base, Path(tmp) / "personalization")
         guidance = build_guidance(plan, base, Path(tmp) / "personalization")
-        guidance_results = bench_guidance(plan, guidance)
+        variants = guidance_variants(guidance)
+        guidance_results = bench_guidance(plan, variants)
         measures.update(guidance_results)
         fraction = high_fraction(guidance, plan.schedule_steps, plan.seed)
-        measures["edit_step"] = bench_edit(plan, guidance)
+        # The costlier branch: above K both the base and the personalised model run.
+        measures["edit_step"] = bench_edit(plan, variants["vtsds_above_k"])
         model_info = {"name": plan.model, "source": base.source, "resolution": base.resolution, "note": plan.model_note}
         model_info["unet_parameters"] = sum(p.numel() for p in base.unet.parameters())
     figures = {f"{name}_s": m.median for name, m in measures.items()}
