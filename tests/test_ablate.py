@@ -111,7 +111,8 @@ def test_ablate_runs_every_method_on_the_same_avatar_and_reuses_finished_runs(
     assert (pretrained.v_high, pretrained.k_timestep) == (0.0, 0)
     assert type(run_config("dataset-update").pipeline).__name__ == "DatasetUpdatePipelineConfig"
     ours = run_config("vt-sds")
-    assert ours.pipeline.guidance.personalization == run_config("no-pretrained").pipeline.guidance.personalization
+    no_pretrained = run_config("no-pretrained")
+    assert ours.pipeline.guidance.personalization_dir == no_pretrained.pipeline.guidance.personalization_dir
     assert sorted(p.name for p in (config.output / "personalizations").iterdir()) == ["keyframes", "no-time-stamps"]
 
     checkpoints = sorted(runs.glob("*/nerfstudio_models/*.ckpt"))

@@ -156,7 +156,7 @@ def test_edit_runs_its_own_steps_and_keeps_diffusion_weights_out(edited):
 
 def test_edit_reuses_the_personalisation_of_avatarstudio_personalize(edited):
     config, trainer = edited
-    folder = config.pipeline.guidance.personalization
+    folder = config.pipeline.guidance.personalization_dir
     assert (folder / "personalization.json").exists()
     assert trainer.pipeline.personalization_reused is True
     guidance = trainer.pipeline.get_guidance()

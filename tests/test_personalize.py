@@ -107,7 +107,7 @@ def test_loss_falls_noise_is_shared_and_weights_load_in_diffusers(tiny_folder, t
     from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
 
     guidance = VTSDSGuidanceConfig(
-        base_model=str(tiny_folder), personalization=out, prompt="photo of a person with blue hair", t_min=0.7
+        base_model=str(tiny_folder), personalization_dir=out, prompt="photo of a person with blue hair", t_min=0.7
     ).setup(device="cpu")
     assert guidance.keyframe_prompts == [k.prompt for k in result.keyframes] and guidance.base.text_encoder is None
     renders = torch.rand(2, 3, 24, 24, requires_grad=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+
+import yaml
 
 from avatarstudio_ns.scripts.runs import fit_schedules, settings_digest
 from method_configs.edit import avatarstudio_edit_fast
@@ -37,3 +40,14 @@ def test_settings_digest_does_not_change_when_a_config_class_moves_to_another_mo
     assert settings_digest(config, 100) == digest
     config.pipeline.personalization.steps += 1
     assert settings_digest(config, 100) != digest
+
+
+def test_an_edit_config_saved_before_the_folder_option_was_renamed_still_loads():
+    # ns-viewer / ns-render / a resumed ns-train read an edit's config.yml; those saved when the personalisation folder
+    # was `guidance.personalization` must keep working.
+    config = copy.deepcopy(avatarstudio_edit_fast.config)
+    config.pipeline.guidance.personalization_dir = Path("/captures/personal")
+    saved = yaml.dump(config).replace("personalization_dir:", "personalization:")
+    guidance = yaml.load(saved, Loader=yaml.Loader).pipeline.guidance
+    assert guidance.personalization_dir == Path("/captures/personal")
+    assert "personalization" not in vars(guidance)

@@ -147,3 +147,23 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
     monkeypatch.setattr(S, "train_run", no_training)
     kept = S.run_suite(config)
     assert [r["psnr"] for r in kept["rows"]] == [r["psnr"] for r in rows]
+
+
+def test_the_kept_suite_results_were_made_with_todays_settings():
+    """benchmarks/results/edit_suite carries finished edits' scores to the next machine; they are reused only while
+    their recorded settings digest matches, so a change that alters it (a renamed option included) would silently
+    throw away hours of runs. A change of what an edit does must move those results aside."""
+    kept = S.Path(__file__).parents[1] / "benchmarks" / "results" / "edit_suite"
+    config = S.SuiteConfig()
+    prompts = {S.slug(p.prompt): p.prompt for p in S.SUITE_PROMPTS.prompts}
+    records = sorted((kept / "runs").glob("*/*/*/suite_settings.json"))
+    assert records, f"no kept runs under {kept}"
+    for record in records:
+        identity, slug = record.parents[2].name, record.parent.name
+        recorded = json.loads(record.read_text())
+        trainer = S.edit_config(prompts[slug], identity, config, kept)
+        assert S.settings_digest(trainer, recorded["steps"]) == recorded["edit_settings"], record
+    for capture in sorted((kept / "captures").glob("*.json")):
+        recorded = json.loads(capture.read_text())
+        digest = S.settings_digest(avatarstudio_recon_cpu.config, recorded["recon_steps"])
+        assert digest == recorded["recon_settings"], capture

@@ -34,14 +34,14 @@ from avatarstudio_ns.guidance.personalization.personalized_model import load_per
 from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
 
 PERSONALIZATION_CACHE = Path("~/.cache/avatarstudio/personalizations")
-"""Where personalisations are kept when ``--pipeline.guidance.personalization`` names no folder."""
+"""Where personalisations are kept when ``--pipeline.guidance.personalization_dir`` names no folder."""
 
 
 @dataclass
 class AvatarEditPipelineConfig(VanillaPipelineConfig):
     """Edits a reconstructed avatar with a text prompt by view-and-time-aware score distillation.
 
-    The prompt is the model's (``--prompt``); ``--pipeline.guidance.personalization`` names the folder of an
+    The prompt is the model's (``--prompt``); ``--pipeline.guidance.personalization_dir`` names the folder of an
     ``avatarstudio personalize`` run, reused when its cache key matches this edit's keyframes and settings
     and (re)written otherwise.
     """
@@ -123,7 +123,7 @@ class AvatarEditPipeline(VanillaPipeline):
         personalized = None
         if config.use_personalized:
             datamanager = self.datamanager
-            folder = config.personalization or default_personalization_folder(
+            folder = config.personalization_dir or default_personalization_folder(
                 datamanager.config.dataparser.data, config.base_model, self.config.personalization
             )
             dataset = datamanager.train_dataset

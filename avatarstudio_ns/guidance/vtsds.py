@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,9 @@ class VTSDSGuidanceConfig(InstantiateConfig):
     _target: type = field(default_factory=lambda: VTSDSGuidance)
     base_model: str = DEFAULT_BASE_MODEL
     """Base diffusion model: a Hugging Face id, a local diffusers folder, or ``builtin``."""
-    personalization: Path | None = None
-    """Folder written by ``avatarstudio personalize`` (weights, keyframes.json, personalization.json)."""
+    personalization_dir: Path | None = None
+    """Folder written by ``avatarstudio personalize`` (weights, keyframes.json, personalization.json); None: the
+    edit pipeline's per-capture folder in ~/.cache/avatarstudio/personalizations."""
     prompt: str = ""
     """The edit prompt s, e.g. "photo of a person with blue hair"."""
     negative_prompt: str = ""
@@ -107,6 +108,14 @@ class VTSDSGuidanceConfig(InstantiateConfig):
     vae_fp32: bool = False
     """Keep the VAE in fp32 on CUDA."""
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Reads configs saved before ``personalization`` was renamed ``personalization_dir`` (an edit's config.yml
+        is loaded by ns-viewer, ns-render and a resumed ns-train)."""
+        state = dict(state)
+        if "personalization" in state:
+            state.setdefault("personalization_dir", state.pop("personalization"))
+        self.__dict__.update(state)
+
 
 class VTSDSGuidance:
     """The VT-SDS loss on rendered images of keyframes.
@@ -115,7 +124,7 @@ class VTSDSGuidance:
         config: Settings.
         device: Where the diffusion model runs.
         base: An already loaded base model (otherwise ``config.base_model`` is loaded).
-        personalized: An already loaded personalisation (otherwise read from ``config.personalization``).
+        personalized: An already loaded personalisation (otherwise read from ``config.personalization_dir``).
     """
 
     def __init__(
@@ -130,12 +139,12 @@ class VTSDSGuidance:
         self.base = base or load_diffusion(config.base_model, device, dtype=dtype, vae_fp32=config.vae_fp32)
         self.personalized = personalized
         if self.personalized is None and config.use_personalized:
-            if config.personalization is None:
+            if config.personalization_dir is None:
                 raise ValueError(
-                    "VT-SDS needs a personalised model: set personalization to the folder written by "
+                    "VT-SDS needs a personalised model: set personalization_dir to the folder written by "
                     "`avatarstudio personalize`, or use_personalized=False for plain SDS."
                 )
-            self.personalized = load_personalization(config.personalization, self.base)
+            self.personalized = load_personalization(config.personalization_dir, self.base)
         self.keyframe_prompts: list[str] = self.personalized.prompts if self.personalized else []
         self.base.text_cache.precompute([config.prompt, config.negative_prompt, *self.keyframe_prompts])
         if config.release_text_encoder:

@@ -210,7 +210,7 @@ def edit_config(method: Method, prompt: str, config: AblationConfig, root: Path)
         trainer.pipeline.personalization.steps = config.personalization_steps
     method.apply(trainer)
     if method.personalization is not None:
-        trainer.pipeline.guidance.personalization = root / "personalizations" / method.personalization
+        trainer.pipeline.guidance.personalization_dir = root / "personalizations" / method.personalization
     return trainer
 
 

@@ -100,7 +100,7 @@ def demo_edit_config(config: DemoConfig, root: Path) -> tuple[TrainerConfig, int
     edit = copy.deepcopy(avatarstudio_edit_fast.config)
     edit.pipeline.model.prompt = config.prompt or edit.pipeline.model.prompt
     edit.pipeline.guidance.base_model = config.base_model
-    edit.pipeline.guidance.personalization = root / "personalization"
+    edit.pipeline.guidance.personalization_dir = root / "personalization"
     if config.personalization_steps is not None:
         edit.pipeline.personalization.steps = config.personalization_steps
     if config.identity_loss_mult is not None:

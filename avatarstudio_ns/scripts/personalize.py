@@ -4,7 +4,7 @@ A thin layer: it loads the recon run with nerfstudio's ``eval_setup`` (as ``ns-v
 and their images with the same functions the edit uses, and hands them to
 :func:`~avatarstudio_ns.guidance.personalization.finetune.personalize`. The same settings therefore give the same
 cache key, and
-``ns-train avatarstudio-edit --pipeline.guidance.personalization <output>`` reuses the result.
+``ns-train avatarstudio-edit --pipeline.guidance.personalization-dir <output>`` reuses the result.
 """
 
 from __future__ import annotations

@@ -30,16 +30,18 @@ def settings_digest(config: TrainerConfig, steps: int) -> str:
 
     The capture path and the personalisation folder are left out, so the digest does not change with how a folder
     is spelled or where it was moved; so are the modules of the config classes (a class tag keeps only its name),
-    so moving a class changes no digest.
+    so moving a class changes no digest, and the folder option keeps the name it had when the first runs were
+    recorded (``personalization``), so renaming it changes none either.
     """
     config = copy.deepcopy(config)
     fit_schedules(config, steps)  # digest the schedules the run will use
     pipeline = config.pipeline
     pipeline.datamanager.data = None
     pipeline.datamanager.dataparser.data = Path(".")
-    if hasattr(pipeline, "guidance") and hasattr(pipeline.guidance, "personalization"):
-        pipeline.guidance.personalization = None
+    if hasattr(pipeline, "guidance") and hasattr(pipeline.guidance, "personalization_dir"):
+        pipeline.guidance.personalization_dir = None
     settings = yaml.dump({"pipeline": pipeline, "optimizers": config.optimizers, "steps": steps})
+    settings = settings.replace("personalization_dir: null", "personalization: null")
     settings = re.sub(r"(!!python/[\w/]+:)[\w.]*\.(\w+)", r"\1\2", settings)
     return hashlib.sha1(settings.encode()).hexdigest()[:10]
 
@@ -99,7 +101,7 @@ def edit_run_config(preset: str, prompt: str, base_model: str, seed: int, person
     trainer.pipeline.datamanager.seed = seed
     trainer.pipeline.personalization.seed = seed
     if personalization is not None:
-        trainer.pipeline.guidance.personalization = personalization
+        trainer.pipeline.guidance.personalization_dir = personalization
     return trainer
 
 
