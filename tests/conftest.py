@@ -53,20 +53,29 @@ def recon(tmp_path_factory):
             output=tmp_path_factory.mktemp("capture"), num_cameras=6, num_frames=3, resolution=32, progress=False
         )
     )
+    return capture, tiny_recon(capture, tmp_path_factory.mktemp("recon"))
+
+
+def tiny_recon(capture: Path, output_dir: Path, steps: int = RECON_STEPS):
+    """The CPU recon preset on ``capture`` for ``steps`` iterations of 256 rays, seeded; returns its config."""
     config = copy.deepcopy(avatarstudio_recon_cpu.config)
     config.pipeline.datamanager.data = capture
     config.pipeline.datamanager.train_num_rays_per_batch = 256
-    quiet_config(config, tmp_path_factory.mktemp("recon"), RECON_STEPS)
+    quiet_config(config, output_dir, steps)
     torch.manual_seed(0)
     train(config)
-    return capture, config
+    return config
 
 
 @pytest.fixture(scope="session")
-def edited(recon, tmp_path_factory):
-    """A few VT-SDS steps from the recon's checkpoint, personalising a tiny random diffusion model first."""
-    capture, recon_config = recon
-    model = write_small_model(tmp_path_factory.mktemp("model") / "tiny", SmallModelConfig.tiny())
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random diffusion model in diffusers' folder layout."""
+    return write_small_model(tmp_path_factory.mktemp("model") / "tiny", SmallModelConfig.tiny())
+
+
+def tiny_edit_config(capture: Path, model: Path, personalization_dir: Path):
+    """The fast edit preset at the tests' sizes (32 px renders and guidance, one time keyframe, a 3-step LoRA
+    personalisation of ``model``) on ``capture``, personalised into ``personalization_dir``."""
     config = copy.deepcopy(avatarstudio_edit_fast.config)
     config.pipeline.datamanager.data = capture
     config.pipeline.datamanager.render_resolution = 32
@@ -74,15 +83,25 @@ def edited(recon, tmp_path_factory):
     config.pipeline.keyframes.n_time = 1
     config.pipeline.guidance.base_model = str(model)
     config.pipeline.guidance.guidance_resolution = 32
-    config.pipeline.guidance.personalization = tmp_path_factory.mktemp("personal") / "run"
+    config.pipeline.guidance.personalization_dir = personalization_dir
     personalization = config.pipeline.personalization
     personalization.steps, personalization.resolution, personalization.lora_rank = 3, 32, 4
     personalization.num_class_images, personalization.class_image_steps = 2, 2
     personalization.progress = False
+    return config
+
+
+@pytest.fixture(scope="session")
+def edited(recon, tiny_model, tmp_path_factory):
+    """A few VT-SDS steps from the recon's checkpoint, personalising a tiny random diffusion model first."""
+    capture, recon_config = recon
+    model = tiny_model
+    config = tiny_edit_config(capture, model, tmp_path_factory.mktemp("personal") / "run")
+    personalization = config.pipeline.personalization
     # `avatarstudio personalize` first, with the edit's settings: the edit must reuse its result.
     PersonalizeCommand(
         load_config=recon_config.get_base_dir() / "config.yml",
-        output=config.pipeline.guidance.personalization,
+        output=config.pipeline.guidance.personalization_dir,
         base_model=str(model),
         keyframes=copy.deepcopy(config.pipeline.keyframes),
         personalization=copy.deepcopy(personalization),

@@ -7,6 +7,7 @@ them the test is skipped with the reason. Everything runs on 127.0.0.1; nothing 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import shutil
 import socket
@@ -74,39 +75,36 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _viewer(config: Path, log: Path):
-    """ns-viewer on ``config``, bound to 127.0.0.1; yields its URL once it answers."""
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "nerfstudio.scripts.viewer.run_viewer",
-        "--load-config",
-        str(config),
-        "--viewer.websocket-host",
-        "127.0.0.1",
-        "--viewer.websocket-port",
-        str(port),
-    ]
+def _serve(command: list[str], port: int, log: Path):
+    """Runs ``command`` (a nerfstudio command whose viewer listens on 127.0.0.1:``port``); yields the viewer's URL
+    and the process once the viewer answers."""
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 600
         while True:
-            assert process.poll() is None, f"ns-viewer exited:\n{log.read_text()[-3000:]}"
+            assert process.poll() is None, f"{command[2]} exited:\n{log.read_text()[-3000:]}"
             with contextlib.suppress(OSError):
                 if urllib.request.urlopen(url, timeout=5).status == 200:
                     break
-            assert time.time() < deadline, f"ns-viewer did not answer:\n{log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"the viewer did not answer:\n{log.read_text()[-3000:]}"
             time.sleep(2)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _viewer(config: Path, log: Path):
+    """ns-viewer on ``config``, bound to 127.0.0.1."""
+    port = _free_port()
+    command = [sys.executable, "-m", "nerfstudio.scripts.viewer.run_viewer", "--load-config", str(config)]
+    command += ["--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port)]
+    return _serve(command, port, log)
 
 
 @contextlib.contextmanager
@@ -152,6 +150,13 @@ def _green_pixels(image: np.ndarray) -> int:
     return int(((g > r + 80) & (g > b + 80)).sum())
 
 
+def _whole_head_in_view(image: np.ndarray) -> bool:
+    """Whether the green head is seen whole: enough green pixels, but under a third of the page and none on its left
+    edge (the viewport's), which a camera inside or against the head fills."""
+    green = _green_pixels(image)
+    return green > 2000 and green < image.shape[0] * image.shape[1] / 3 and _green_pixels(image[:, :2]) == 0
+
+
 def _wait_for(condition, timeout: float, what: str):
     deadline = time.time() + timeout
     while True:
@@ -174,15 +179,16 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(s
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    with _viewer(shown_edit, tmp_path / "viewer.log") as url, _browser() as driver:
+    with _viewer(shown_edit, tmp_path / "viewer.log") as (url, _), _browser() as driver:
         driver.get(url)
         time_label = "//label[normalize-space(text())='Time']"
         _wait_for(lambda: driver.find_elements(By.XPATH, time_label), 300, "the viewer's controls")
 
-        # The head is in view on open (the viewer starts at the frontal camera): the edit's green covers part of it.
+        # The head is in view on open (the viewer starts at the frontal camera): the edit's green covers part of the
+        # page, not all of the viewport as a camera inside or against the head shows it.
         def head_in_view():
             image = _screenshot(driver)
-            return image if _green_pixels(image) > 2000 else None
+            return image if _whole_head_in_view(image) else None
 
         first = _wait_for(head_in_view, 300, "the green head in the viewport")
 
@@ -204,3 +210,43 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(s
         _wait_for(lambda: driver.find_elements(By.XPATH, option), 30, "the Show options")
         driver.find_element(By.XPATH, option).click()
         _wait_for(lambda: _green_pixels(_screenshot(driver)) < 200, 180, "the original appearance")
+
+
+@pytest.fixture
+def live_edit(edited, tmp_path) -> tuple[Path, int]:
+    """A config.yml for ``ns-train --load-config``: the test edit again from the recon, long, with its viewer on
+    127.0.0.1, and a learning rate that changes the colour visibly within a few steps. Returns it and the port."""
+    config, _ = edited
+    live = copy.deepcopy(config)
+    live.output_dir = tmp_path / "live"
+    live.max_num_iterations = 100_000  # stopped by the test, mid-training
+    live.vis = "viewer"
+    live.viewer.websocket_host = "127.0.0.1"
+    live.viewer.websocket_port = _free_port()
+    live.pipeline.model.identity_loss_mult = 0.0
+    for group in live.optimizers.values():
+        group["optimizer"].lr = 0.05
+    live.set_timestamp()
+    path = tmp_path / "live.yml"
+    path.write_text(yaml.dump(live))
+    return path, live.viewer.websocket_port
+
+
+def test_the_viewer_shows_an_edit_changing_as_it_trains(live_edit, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    config, port = live_edit
+    log = tmp_path / "train.log"
+    command = [sys.executable, "-m", "nerfstudio.scripts.train", "avatarstudio-edit-fast", "--load-config", str(config)]
+    with _serve(command, port, log) as (url, process), _browser() as driver:
+        driver.get(url)
+        _wait_for(lambda: driver.find_elements(By.XPATH, "//label[normalize-space(text())='Time']"), 300, "controls")
+        time.sleep(20)  # the camera is placed on the head after the page's first report
+        first = _screenshot(driver)
+
+        def changed():
+            assert process.poll() is None and "Training Finished" not in log.read_text(), log.read_text()[-3000:]
+            image = _screenshot(driver)
+            return image if np.abs(image - first).mean() > 2.0 else None
+
+        _wait_for(changed, 300, "the render to follow the training")
