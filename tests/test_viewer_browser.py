@@ -157,6 +157,22 @@ def _whole_head_in_view(image: np.ndarray) -> bool:
     return green > 2000 and green < image.shape[0] * image.shape[1] / 3 and _green_pixels(image[:, :2]) == 0
 
 
+def _settled(driver, timeout: float = 120, strict: bool = True) -> np.ndarray:
+    """The page once two screenshots 3 s apart agree (the viewer has finished refining its render); with
+    ``strict=False`` the last screenshot when ``timeout`` passes first (a render that training keeps changing)."""
+    previous = _screenshot(driver)
+    deadline = time.time() + timeout
+    while True:
+        time.sleep(3)
+        image = _screenshot(driver)
+        if np.abs(image - previous).mean() < 0.2:
+            return image
+        if time.time() > deadline:
+            assert not strict, "the render did not settle"
+            return image
+        previous = image
+
+
 def _wait_for(condition, timeout: float, what: str):
     deadline = time.time() + timeout
     while True:
@@ -190,7 +206,8 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(s
             image = _screenshot(driver)
             return image if _whole_head_in_view(image) else None
 
-        first = _wait_for(head_in_view, 300, "the green head in the viewport")
+        _wait_for(head_in_view, 300, "the green head in the viewport")
+        first = _settled(driver)
 
         # Time: moving the slider to the end renders the last frame, whose code moves the head.
         slider = _control(driver, "Time").find_element(By.CSS_SELECTOR, "[role=slider]")
@@ -198,8 +215,9 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(s
         slider.send_keys(Keys.END)
         assert slider.get_attribute("aria-valuenow") == "1"
 
+        # Compared once the render has settled: moving a control first shows a coarser render of the same frame.
         def moved():
-            image = _screenshot(driver)
+            image = _settled(driver)
             return image if np.abs(image - first).mean() > 2.0 else None
 
         _wait_for(moved, 180, "the render at the last time")
@@ -241,8 +259,8 @@ def test_the_viewer_shows_an_edit_changing_as_it_trains(live_edit, tmp_path):
     with _serve(command, port, log) as (url, process), _browser() as driver:
         driver.get(url)
         _wait_for(lambda: driver.find_elements(By.XPATH, "//label[normalize-space(text())='Time']"), 300, "controls")
-        time.sleep(20)  # the camera is placed on the head after the page's first report
-        first = _screenshot(driver)
+        # Once the camera is on the head and the render refined (both change the page without any training).
+        first = _settled(driver, timeout=90, strict=False)
 
         def changed():
             assert process.poll() is None and "Training Finished" not in log.read_text(), log.read_text()[-3000:]
