@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _temporary_name(path: Path) -> Path:
-    """A fresh hidden name next to ``path`` that keeps its suffix (numpy, imageio and mediapy pick the format by
-    it; numpy would append ``.npz`` to any other name)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+def _temporary_name(path: Path, folder: Path | None = None) -> Path:
+    """A fresh hidden name next to ``path`` (or in ``folder``) that keeps its suffix (numpy, imageio and mediapy pick
+    the format by it; numpy would append ``.npz`` to any other name)."""
+    return (folder or path.parent) / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}"
 
 
 def _fsync(path: Path) -> None:
@@ -27,7 +27,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_save(path: Path, save: Callable[[Path], None]) -> Path:
+def atomic_save(path: Path, save: Callable[[Path], None], temporary_dir: Path | None = None) -> Path:
     """Write ``path`` with ``save(tmp)``, which writes the file it is given (``torch.save``, ``np.savez``, a
     video writer), then rename that file over ``path``.
 
@@ -37,13 +37,16 @@ def atomic_save(path: Path, save: Callable[[Path], None]) -> Path:
         path: Destination; replaced if it exists. Its folder is created.
         save: Writes the whole file at the temporary path it is given, which does not exist yet and has the
             suffix of ``path``.
+        temporary_dir: Where the temporary file is written instead of beside ``path``, for folders whose readers
+            take every name in them for a finished file (nerfstudio's checkpoint folders); it must be on the same
+            filesystem as ``path``.
 
     Returns:
         The path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_name(path)
+    tmp = _temporary_name(path, None if temporary_dir is None else Path(temporary_dir))
     try:
         save(tmp)
         _fsync(tmp)
@@ -54,15 +57,15 @@ def atomic_save(path: Path, save: Callable[[Path], None]) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; see :func:`atomic_save`."""
+def atomic_write_bytes(path: Path, data: bytes | memoryview, temporary_dir: Path | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically; see :func:`atomic_save` (and its ``temporary_dir``)."""
 
     def write(tmp: Path) -> None:
         # "xb": the name is fresh, so an existing file there would be another writer's.
         with open(tmp, "xb") as f:
             f.write(data)
 
-    return atomic_save(path, write)
+    return atomic_save(path, write, temporary_dir)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

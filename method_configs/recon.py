@@ -5,7 +5,6 @@ from __future__ import annotations
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
@@ -13,6 +12,7 @@ from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
 from avatarstudio_ns.data.dataset import AvatarDataset
 from avatarstudio_ns.recon.model import AvatarReconModelConfig
 from avatarstudio_ns.recon.schedulers import FloatExponentialDecaySchedulerConfig
+from avatarstudio_ns.recon.trainer import AvatarTrainerConfig
 
 
 def recon_optimizers(max_steps: int, lr: float = 1e-2, lr_final: float = 1e-4) -> dict:
@@ -49,7 +49,7 @@ RECON_STEPS = 30000
 CPU_STEPS = 2500
 
 avatarstudio_recon = MethodSpecification(
-    config=TrainerConfig(
+    config=AvatarTrainerConfig(
         method_name="avatarstudio-recon",
         steps_per_eval_batch=500,
         steps_per_eval_image=1000,
@@ -72,7 +72,7 @@ avatarstudio_recon = MethodSpecification(
 )
 
 avatarstudio_recon_cpu = MethodSpecification(
-    config=TrainerConfig(
+    config=AvatarTrainerConfig(
         method_name="avatarstudio-recon-cpu",
         steps_per_eval_batch=250,
         steps_per_eval_image=1000,

@@ -7,6 +7,7 @@ held-out view lives in the same world as the training views.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -261,6 +262,7 @@ class AvatarStudioDataParser(DataParser):
             )
         if frontal is None:
             frontal = _guess_frontal_camera(all_frames, _apply_transform(all_frames, transform, scale))
+        _note_thin_capture(splits["train"], files["train"])  # type: ignore[arg-type]
 
         return _Capture(
             fmt=fmt,
@@ -456,6 +458,50 @@ class AvatarStudioDataParser(DataParser):
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+
+
+def _note_thin_capture(train: list[_Frame], path: Path) -> None:
+    """One line for each thing a capture may lack that it can be trained without (a VHAP export has all of them),
+    so that a key misnamed by another exporter, or a rig that went missing, does not pass unnoticed."""
+    if all(f.fg_mask is None for f in train):
+        CONSOLE.print(
+            f"[bold yellow]{path} names no foreground masks (fg_mask_path), so the recon trains without its mask loss "
+            "and may keep the backdrop in the head's box; add fg_mask_path to every frame if the capture has masks "
+            "(docs/data_format.md)."
+        )
+    cameras = {f.camera_index for f in train}
+    if len(cameras) == 1:
+        CONSOLE.print(
+            f"[bold yellow]{path}: every training image is from camera {cameras.pop()}, so the avatar is seen from one "
+            "side only and other views of it are guesses; train on a capture with several cameras for a whole head."
+        )
+
+
+def capture_fingerprint(data: Path) -> str | None:
+    """A digest of the capture at ``data``: its transforms files and its first training image, read as bytes.
+
+    Copies of one capture share it wherever they lie, so the edit can tell its recon's capture from another one
+    without comparing paths (a capture may be moved between the recon and the edit).
+
+    Returns:
+        The digest, or None when ``data`` holds no capture.
+    """
+    try:
+        files = AvatarStudioDataParser(AvatarStudioDataParserConfig(data=Path(data)))._split_files()
+        digest = hashlib.sha256()
+        for split in SPLITS:
+            if files[split] is not None:
+                digest.update(split.encode() + files[split].read_bytes())  # type: ignore[union-attr]
+        # Two captures from one rig can have the same transforms files; their pictures differ.
+        train = files["train"]
+        first = json.loads(train.read_bytes())["frames"][0]["file_path"]  # type: ignore[union-attr]
+        image = _resolve(train.parent, first, default_suffix=None)  # type: ignore[union-attr]
+        if not image.is_file():
+            image = _resolve(train.parent, first, default_suffix=".png")  # type: ignore[union-attr]
+        digest.update(image.read_bytes())
+    except (CaptureFormatError, OSError, ValueError, LookupError, TypeError):
+        return None
+    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict:

@@ -200,7 +200,14 @@ def select_keyframes(
     rows = select(codes, config.n_time, config.min_gap, excluded, eligible)
     if len(rows) < config.n_time:
         logger.warning(
-            "Only %d of %d time keyframes fit the gap of %d frames.", len(rows), config.n_time, config.min_gap
+            "Only %d of %d time keyframes fit: frontal camera %d sees %d frame(s), frame %d is a keyframe already and "
+            "picks lie more than %d frame(s) apart (--pipeline.keyframes.min-gap), so the edit sees fewer moments.",
+            len(rows),
+            config.n_time,
+            frontal,
+            len(frontal_timesteps),
+            first,
+            config.min_gap,
         )
     for j in rows:
         t = int(code_timesteps[j])

@@ -7,6 +7,7 @@ to pass instead, rather than hanging on the network or raising from deep inside 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import model_info
 from jaxtyping import Float
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -37,8 +39,11 @@ _HINT = (
 )
 
 
+logger = logging.getLogger(__name__)
+
+
 class DiffusionModelNotFound(RuntimeError):
-    """The requested diffusion model cannot be found locally or fetched."""
+    """The requested diffusion model cannot be found locally or fetched (or a local copy of it cannot be read)."""
 
 
 def builtin_model_dir() -> Path:
@@ -106,6 +111,8 @@ class DiffusionModel:
     def _encode_prompts(self, prompts: list[str]) -> Tensor:
         if self.text_encoder is None:
             raise RuntimeError("The text encoder was released; only cached prompts are available.")
+        for prompt in prompts:
+            warn_if_truncated(self.tokenizer, prompt)
         tokens = self.tokenizer(
             prompts,
             padding="max_length",
@@ -160,6 +167,40 @@ class DiffusionModel:
         t = t.to(self.device).long().expand(x_t.shape[0]) if t.ndim == 0 else t.to(self.device).long()
         out = unet(x_t.to(self.dtype), t, encoder_hidden_states=embeddings.to(self.dtype)).sample.float()
         return to_epsilon(out, x_t.float(), alphabar_at(self.alphas_cumprod, t), self.prediction_type)
+
+
+def warn_if_truncated(tokenizer: CLIPTokenizer, prompt: str) -> None:
+    """Logs a warning saying what the text encoder keeps of a prompt longer than it reads, and what it drops."""
+    limit = int(tokenizer.model_max_length)
+    # verbose=False: the tokenizer's own warning speaks of indexing errors, which truncation rules out.
+    ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
+    if len(ids) <= limit:
+        return
+    # The ids hold a start and an end token around the prompt's; the encoder reads limit - 1 of the first and its end.
+    kept = tokenizer.decode(ids[1 : limit - 1], skip_special_tokens=True)
+    dropped = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)
+    logger.warning(
+        "The prompt is %d tokens long but the text encoder reads %d: it keeps the prompt up to %r and drops the last "
+        "%d tokens (%r); shorten the prompt to have all of it read.",
+        len(ids) - 2,
+        limit - 2,
+        "..." + kept[-40:].split(" ", 1)[-1] if len(kept) > 40 else kept,
+        len(ids) - limit,
+        dropped,
+    )
+
+
+def _unreadable_weights(folder: Path) -> tuple[Path, Exception] | None:
+    """The first weight file of a diffusers folder whose safetensors header cannot be read (a truncated download or
+    copy), with the reason, or None. Only headers are read: this is quick on multi-gigabyte files."""
+    for component in COMPONENTS:
+        for path in sorted((folder / component).glob("*.safetensors")):
+            try:
+                with safe_open(str(path), framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as error:
+                return path, error
+    return None
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -248,7 +289,18 @@ def load_diffusion(
             raise DiffusionModelNotFound(
                 f"{folder} is not a diffusers model folder: it lacks {', '.join(m + '/' for m in missing)}. {_HINT}"
             )
-        components, source = _load_components(str(folder), True, dtype, vae_dtype), str(folder.resolve())
+        unreadable = _unreadable_weights(folder)
+        if unreadable is not None:
+            path, error = unreadable
+            raise DiffusionModelNotFound(
+                f"{path} cannot be read ({error}): the copy of {folder} is incomplete or damaged, so copy or download "
+                "it again, or pass another base model."
+            )
+        try:
+            components, source = _load_components(str(folder), True, dtype, vae_dtype), str(folder.resolve())
+        except (OSError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DiffusionModelNotFound(f"{folder} cannot be loaded ({reason}). {_HINT}") from error
     elif _HUB_ID.match(model) and not model.startswith((".", "~")):
         components, source = _load_from_hub(model, dtype, vae_dtype), model
     else:

@@ -7,6 +7,7 @@ there, so an interrupted demo continues where it stopped (nerfstudio runs resume
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,13 +95,41 @@ def check_avatar_settings(root: Path, config: DemoConfig) -> None:
         )
 
 
+def check_demo_folder(root: Path) -> None:
+    """Refuses an --output that holds something other than a demo: the demo writes, replaces and deletes files by
+    fixed names there (grid.png, scores.json, ...).
+
+    Raises:
+        ValueError: naming the folder, some of what it holds, and the fix.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"--output {root} is a file; give --output a new or empty folder.")
+    # A demo.json says an earlier demo made the folder; a capture without one, a demo of an older version.
+    if (root / "demo.json").is_file() or (root / "capture" / "transforms_train.json").is_file():
+        return
+    held = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    if held:
+        listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise ValueError(
+            f"--output {root} holds other files ({listed}) and no demo (no demo.json); give --output a new or empty "
+            "folder, or one an earlier demo wrote."
+        )
+
+
 def demo_edit_config(config: DemoConfig, root: Path) -> tuple[TrainerConfig, int]:
     """The fast edit preset with the demo's prompt, base model and personalisation folder, and the edit's length; the
     preset is the single source of whatever the demo leaves unset (None)."""
     edit = copy.deepcopy(avatarstudio_edit_fast.config)
+    edit.machine.seed = config.seed
     edit.pipeline.model.prompt = config.prompt or edit.pipeline.model.prompt
     edit.pipeline.guidance.base_model = config.base_model
-    edit.pipeline.guidance.personalization_dir = root / "personalization"
+    # One personalisation folder per base model: another model's would otherwise be retrained over it.
+    folder = "personalization"
+    if config.base_model != "builtin":
+        folder += "-" + hashlib.sha1(config.base_model.encode()).hexdigest()[:8]
+    edit.pipeline.guidance.personalization_dir = root / folder
     if config.personalization_steps is not None:
         edit.pipeline.personalization.steps = config.personalization_steps
     if config.identity_loss_mult is not None:
@@ -129,7 +158,14 @@ def render_grid(original: Model, edited: Model, dataset: InputDataset) -> np.nda
 def run_demo(config: DemoConfig) -> dict:
     """Runs every stage that has not finished yet and writes the results; returns the edit's scores (empty when the
     built-in prompt set has no measure for the prompt)."""
+    if config.prompt is not None and not config.prompt.strip():
+        # Not the preset's prompt in its place: the demo would edit something nobody asked for.
+        raise ValueError(
+            '--prompt is empty; pass what the avatar should look like, e.g. --prompt "photo of a person '
+            'with blue hair", or leave --prompt out for that one.'
+        )
     root = config.output.expanduser()
+    check_demo_folder(root)
     root.mkdir(parents=True, exist_ok=True)
     check_avatar_settings(root, config)
     edit, steps = demo_edit_config(config, root)
@@ -166,7 +202,9 @@ def run_demo(config: DemoConfig) -> dict:
     if finished(recon_run, config.recon_steps):
         CONSOLE.print(f"Reusing the avatar in {recon_run}")
     else:
-        train_run(avatarstudio_recon_cpu.config, capture, root, config.recon_steps, load_dir=None)
+        recon = copy.deepcopy(avatarstudio_recon_cpu.config)
+        recon.machine.seed = config.seed
+        train_run(recon, capture, root, config.recon_steps, load_dir=None)
 
     CONSOLE.rule("3/4 personalisation + VT-SDS edit (avatarstudio-edit-fast)")
     # One run per prompt and edit settings: another prompt, or a changed preset, never reuses an old edit.

@@ -162,6 +162,61 @@ def base_fingerprint(base: DiffusionModel) -> str:
     return h.hexdigest()
 
 
+def weights_fingerprint(base: DiffusionModel) -> str:
+    """Content hash of the base model's UNet config and a few of its weight tensors, wherever the model lies (unlike
+    :func:`base_fingerprint`, which the cache key keeps as it was)."""
+    # Without the config's private keys: diffusers records the folder it read the model from (_name_or_path).
+    config = {k: v for k, v in dict(base.unet.config).items() if not k.startswith("_")}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    weights = [p for name, p in base.unet.named_parameters() if "lora_" not in name]  # adapters are not the model
+    for p in weights[:4] + weights[-2:]:
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def keyframe_image_hashes(keyframes: Sequence[Keyframe], images: Sequence[Tensor]) -> dict[str, str]:
+    """The content hash of each keyframe's image as given (before framing), by "camera <c> @ frame <t>": what says
+    which avatar a personalisation was made for."""
+    return {
+        f"camera {k.camera_index} @ frame {k.timestep_index}": image_hash(im)
+        for k, im in zip(keyframes, images, strict=True)
+    }
+
+
+def check_folder_subject(folder: Path, info: dict, weights: str, image_hashes: dict[str, str], source: str) -> None:
+    """Refuses to retrain a personalisation folder that holds one of another base model or another avatar, which
+    retraining would overwrite (the same avatar and model with other settings is retrained in place).
+
+    Folders written before these records existed carry none and are retrained as before.
+
+    Args:
+        folder: The personalisation folder.
+        info: Its ``personalization.json``.
+        weights: :func:`weights_fingerprint` of this run's base model.
+        image_hashes: :func:`keyframe_image_hashes` of this run's keyframes.
+        source: Where this run's base model comes from.
+
+    Raises:
+        ValueError: with a sentence naming the folder and what to pass instead.
+    """
+    fix = (
+        "pass another folder (--pipeline.guidance.personalization-dir, or --output of avatarstudio personalize), or "
+        f"delete {folder} to personalise "
+    )
+    if info.get("base_weights") not in (None, weights):
+        raise ValueError(
+            f"{folder} holds a personalisation of another base model ({info.get('base_model', 'unknown')}, not "
+            f"{source}); {fix}this model there."
+        )
+    recorded = info.get("keyframe_images") or {}
+    other = [key for key, digest in image_hashes.items() if recorded.get(key) not in (None, digest)]
+    if other:
+        raise ValueError(
+            f"{folder} holds a personalisation of another avatar (its keyframe {other[0]} is another image than this "
+            f"capture's); {fix}this avatar there."
+        )
+
+
 def image_hash(image: Float[Tensor, "3 h w"]) -> str:
     """Hash of an image's 8-bit content (so a re-saved identical image keeps the cache key)."""
     pixels = (image.detach().float().clamp(0, 1) * 255).round().byte().cpu().contiguous()
@@ -257,6 +312,10 @@ def personalize(
         foregrounds: Each image's foreground weight per pixel (the capture's mask), which frames the square the
             model learns the keyframe from, or None per image (or for all): the whole image, padded to a square.
         background: Colour of that padding (the images' backdrop); None: white.
+
+    Raises:
+        ValueError: ``output`` holds a personalisation of another base model or another avatar, which this one would
+            overwrite (see :func:`check_folder_subject`); nothing in it is changed.
     """
     if len(keyframes) != len(images) or not keyframes:
         raise ValueError(f"Need one image per keyframe, got {len(images)} images for {len(keyframes)} keyframes.")
@@ -264,7 +323,6 @@ def personalize(
     if len(foregrounds) != len(images):
         raise ValueError(f"Need one foreground (or None) per image, got {len(foregrounds)} for {len(images)} images.")
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     keyframes = assign_identifiers(keyframes, config)
     resolution = config.resolution or base.resolution
     squares = [
@@ -278,6 +336,11 @@ def personalize(
         logger.info("Reusing the finished personalisation in %s.", output)
         manifest = read_keyframe_manifest(output / MANIFEST_NAME)
         return PersonalizationResult(output, cache_key, manifest, info.get("losses", []), info["steps"], True)
+    # What says whose personalisation a folder holds, checked before anything in it is overwritten.
+    subject = {"base_weights": weights_fingerprint(base), "keyframe_images": keyframe_image_hashes(keyframes, images)}
+    if info:
+        check_folder_subject(output, info, subject["base_weights"], subject["keyframe_images"], base.source)
+    output.mkdir(parents=True, exist_ok=True)
 
     # Keyframe images and manifest first: they document what is being trained on, even mid-run.
     keyframes = [Keyframe(**{**asdict(k), "image_path": f"keyframes/{i:03d}.png"}) for i, k in enumerate(keyframes)]
@@ -286,7 +349,11 @@ def personalize(
     write_keyframe_manifest(output / MANIFEST_NAME, keyframes, class_noun=config.class_noun, cache_key=cache_key)
     atomic_write_text(
         output / INFO_NAME,
-        json.dumps({"cache_key": cache_key, "complete": False, "mode": config.mode}, indent=2) + "\n",
+        json.dumps(
+            {"cache_key": cache_key, "complete": False, "mode": config.mode, "base_model": base.source, **subject},
+            indent=2,
+        )
+        + "\n",
     )
 
     device = base.device
@@ -345,6 +412,7 @@ def personalize(
                 "settings": config.key_settings(),
                 "losses": result.losses,
                 "weights": "pytorch_lora_weights.safetensors" if config.mode == "lora" else "unet",
+                **subject,
             },
             indent=2,
             default=str,

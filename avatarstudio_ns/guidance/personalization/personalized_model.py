@@ -2,7 +2,8 @@
 
 Folder layout (written by :mod:`avatarstudio_ns.guidance.personalization.finetune`)::
 
-    personalization.json               cache key, mode, base model, settings, completion
+    personalization.json               cache key, mode, base model, settings, completion; whose it is (the base
+                                       model's weights and each keyframe image, hashed)
     keyframes.json                     the keyframe manifest (identifier and prompt per keyframe)
     keyframes/000.png ...              the keyframe images trained on
     pytorch_lora_weights.safetensors   mode lora: pipe.load_lora_weights(folder) loads it
