@@ -1,8 +1,9 @@
-"""The built-in diffusion model: the shipped folder, the training script (smoke run, resumption) and the probe."""
+"""The built-in diffusion model: the shipped folder, the training script (smoke run, resumption), the VAE's start."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -13,14 +14,24 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
 from avatarstudio_ns.builtin import unet_stage
-from avatarstudio_ns.builtin.head_images import TABLES, HeadDatasetConfig, HeadImages, build_dataset, training_caption
-from avatarstudio_ns.builtin.probe import ProbeConfig, accuracy, train_probe
+from avatarstudio_ns.builtin.head_images import (
+    HeadDatasetConfig,
+    attribute_values,
+    build_dataset,
+    is_heldout,
+    training_caption,
+)
+from avatarstudio_ns.builtin.probe import PROBED, ProbeConfig
+from avatarstudio_ns.builtin.sample_accuracy import SEEN_PROMPTS, EvalConfig, evaluate_builtin
+from avatarstudio_ns.builtin.sitting import Sitting, SittingOver
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_vae
+from avatarstudio_ns.builtin.step_timing import estimate_minutes, measure_step_times
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes, train_builtin
 from avatarstudio_ns.builtin.unet_stage import UnetStageConfig
 from avatarstudio_ns.builtin.vae_init import colour_preserving_init
 from avatarstudio_ns.builtin.vae_stage import VaeStageConfig
-from avatarstudio_ns.data.synth import HAIR_COLORS, SKIN_TONES, HeadAttributes
+from avatarstudio_ns.data.synth import HeadAttributes
+from avatarstudio_ns.scripts.train_builtin import RESUME_EXIT_CODE, TrainBuiltinCommand
 
 SHIPPED = Path(__file__).resolve().parents[1] / "avatarstudio_ns" / "assets" / "builtin_model"
 TINY_DATA = HeadDatasetConfig(num_identities=4, views_per_identity=2, resolution=32, identities_per_shard=2, workers=1)
@@ -121,35 +132,15 @@ def test_training_smoke_run_and_resume(tmp_path, tiny_renders, monkeypatch):
 def test_dataset_leaves_out_heldout_pairs_and_captions_name_the_hair(tiny_renders):
     data = build_dataset(TINY_DATA, tiny_renders)
     assert data.rgb.shape == (8, 32, 32, 3) and data.rgb.dtype == np.uint8
+    assert data.labels is not None and data.labels.shape == (8, 32, 32)
     for i in range(len(data)):
-        attributes = data.attributes(i)
-        assert (attributes.hair_color, attributes.skin_tone) not in TINY_DATA.heldout_pairs
+        assert not is_heldout(data.values(i), TINY_DATA.heldout_pairs)
     generator = torch.Generator().manual_seed(0)
-    head = HeadAttributes(hair_color="blue", skin_tone="dark", hair_style="long")
+    head = attribute_values(HeadAttributes(hair_color="blue", skin_tone="dark", hair_style="long"))
     captions = {training_caption(head, generator) for _ in range(300)}
-    assert all(c.startswith("photo of a person with") and "blue hair" in c for c in captions)
+    assert all(c.startswith("photo of a person") for c in captions)
     assert "photo of a person with blue hair" in captions and "photo of a person with long blue hair" in captions
     assert any("dark skin" in c for c in captions)
-
-
-def _two_tone_heads(n: int, seed: int) -> HeadImages:
-    """Images whose top half is a hair colour and bottom half a skin tone: a stand-in the probe can learn fast."""
-    rng = np.random.default_rng(seed)
-    hair = rng.integers(len(HAIR_COLORS), size=n)
-    skin = rng.integers(len(SKIN_TONES), size=n)
-    rgb = np.zeros((n, 32, 32, 3), np.uint8)
-    rgb[:, :16] = (np.array(list(HAIR_COLORS.values()))[hair] * 255)[:, None, None]
-    rgb[:, 16:] = (np.array(list(SKIN_TONES.values()))[skin] * 255)[:, None, None]
-    eyes = rng.integers(len(TABLES["eyes"]), size=n)
-    attrs = {"hair": hair, "skin": skin, "eyes": eyes, "lips": np.zeros(n, int), "style": np.zeros(n, int)}
-    return HeadImages(rgb=rgb, attrs=attrs, azimuth=np.zeros(n, np.float32))
-
-
-def test_probe_learns_hair_and_skin():
-    train, test = _two_tone_heads(256, 0), _two_tone_heads(64, 1)
-    probe = train_probe(train, dataclasses.replace(ProbeConfig(), steps=80, log_every=0, noise=0.0))
-    scores = accuracy(probe.predict(test.images()), test.attrs)
-    assert scores["hair"] > 0.9 and scores["skin"] > 0.9
 
 
 def test_colour_preserving_init_keeps_hue_through_the_autoencoder():
@@ -167,3 +158,83 @@ def test_colour_preserving_init_keeps_hue_through_the_autoencoder():
     hue = centre - centre.mean(1, keepdim=True)
     target = colours[:, :, 0, 0] - colours[:, :, 0, 0].mean(1, keepdim=True)
     assert torch.nn.functional.cosine_similarity(hue, target).mean() > 0.9
+
+
+class _StopAfter(Sitting):
+    """A sitting that ends at its ``checks``-th check instead of on the clock, so the test is deterministic."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__(0.0)
+        self.checks = checks
+
+    def over(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
+def test_sittings_stop_at_the_exact_step_and_resume_to_the_same_weights(tmp_path, tiny_renders):
+    straight = _tiny_config(_work(tmp_path, "straight", tiny_renders))
+    train_builtin(straight)
+    cfg = _tiny_config(_work(tmp_path, "sittings", tiny_renders))
+    # Sitting 1 ends in the VAE after one step (not a checkpoint step: checkpoint_every is 2).
+    with pytest.raises(SittingOver, match="VAE at step 1/3"):
+        train_builtin(cfg, sitting=_StopAfter(1))
+    assert torch.load(cfg.work_dir / "vae.ckpt", weights_only=True)["step"] == 1
+    # Sitting 2: the VAE's last two steps, the check before the latents, one UNet step.
+    with pytest.raises(SittingOver, match="UNet at step 1/4"):
+        train_builtin(cfg, sitting=_StopAfter(4))
+    assert not cfg.output_dir.exists()
+    assert torch.load(cfg.work_dir / "unet.ckpt", weights_only=True)["step"] == 1
+    train_builtin(cfg)
+    for part in ("unet", "text_encoder", "vae"):
+        a = load_file(next((straight.output_dir / part).glob("*.safetensors")))
+        b = load_file(next((cfg.output_dir / part).glob("*.safetensors")))
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    # The model records its three sittings, where each stopped and on what machine.
+    sittings = json.loads((cfg.output_dir / "training.json").read_text())["sittings"]
+    assert [s.get("stopped") is not None for s in sittings] == [True, True, False]
+    assert "UNet at step 1/4" in sittings[1]["stopped"] and sittings[2]["machine"]["device"] == "cpu"
+
+
+def test_command_exits_for_a_resume_when_the_sitting_is_over(tmp_path, tiny_renders, capsys):
+    cfg = _tiny_config(_work(tmp_path, "command", tiny_renders))
+    command = TrainBuiltinCommand(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+    command.sitting_minutes = 0.0
+    with pytest.raises(SystemExit) as stop:
+        command.main()
+    assert stop.value.code == RESUME_EXIT_CODE
+    assert torch.load(cfg.work_dir / "vae.ckpt", weights_only=True)["step"] == 0
+    # --estimate trains nothing and prints each stage's minutes and the sittings they need.
+    command.estimate, command.sitting_minutes = True, 1.0
+    command.evaluation.probe = ProbeConfig(width=4, batch_size=4)
+    command.evaluation.samples_per_prompt = 1
+    command.main()
+    out = capsys.readouterr().out
+    assert "Estimated minutes: renders" in out and "Sittings of 1 min" in out
+    assert torch.load(cfg.work_dir / "vae.ckpt", weights_only=True)["step"] == 0
+
+
+def test_evaluation_scores_every_attribute(tmp_path, tiny_renders):
+    cfg = _tiny_config(_work(tmp_path, "scored", tiny_renders))
+    train_builtin(cfg)
+    grid = tmp_path / "grid.png"
+    probe = ProbeConfig(width=4, steps=2, batch_size=4, log_every=0)
+    settings = EvalConfig(eval_identities=2, samples_per_prompt=1, inference_steps=2, probe=probe, grid_path=grid)
+    metrics = evaluate_builtin(cfg, settings)
+    assert grid.exists() and (cfg.work_dir / "metrics.json").exists()
+    for row in ("real", "vae_round_trip"):
+        assert set(metrics[row]) == set(PROBED)
+    for row in ("heldout", "seen"):
+        assert set(metrics[row]) == set(PROBED)
+        assert all(0.0 <= m["coverage"] <= 1.0 for m in metrics[row].values())
+    assert metrics["heldout"]["eyes"]["prompts"] == sum("eyes" in (p[0], p[2]) for p in cfg.data.heldout_pairs)
+    assert len(metrics["per_prompt"]) == len(cfg.data.heldout_pairs) + len(SEEN_PROMPTS)
+
+
+def test_step_timing_estimates_every_stage():
+    cfg = _tiny_config(Path("unused"))
+    times = measure_step_times(cfg, ProbeConfig(width=4, batch_size=4), samples_per_prompt=1, repeats=1)
+    assert all(getattr(times, f.name) > 0 for f in dataclasses.fields(times) if f.name != "load_average")
+    minutes = estimate_minutes(cfg, times, probe_steps=10, eval_identities=2, prompts=3, inference_steps=2, cores=2)
+    assert set(minutes) == {"renders", "vae", "latents", "unet", "evaluation", "total"}
+    assert minutes["total"] == pytest.approx(sum(v for k, v in minutes.items() if k != "total"))

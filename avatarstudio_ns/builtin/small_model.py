@@ -39,7 +39,10 @@ class SmallModelConfig:
     vae_scaling_factor: float = 0.18215
     """Factor the pipeline multiplies VAE latents by (Stable Diffusion 1.x: 0.18215)."""
     unet_channels: tuple[int, ...] = (32, 64, 64)
-    """UNet block widths; every block but the last has cross-attention."""
+    """UNet block widths, from the latent's resolution down."""
+    unet_attention: tuple[bool, ...] | None = None
+    """Which UNet blocks (in ``unet_channels`` order, mirrored on the way up) have a cross-attention transformer;
+    None: every block but the last, as Stable Diffusion. The middle block always has one."""
     unet_layers_per_block: int = 1
     """ResNet layers per UNet block."""
     attention_head_dim: int = 8
@@ -81,15 +84,27 @@ class SmallModelConfig:
         return 2 ** (len(self.vae_channels) - 1)
 
 
-def build_unet(cfg: SmallModelConfig) -> UNet2DConditionModel:
-    """A Stable-Diffusion-style conditional UNet of the configured size."""
+def unet_attention(cfg: SmallModelConfig) -> tuple[bool, ...]:
+    """Which UNet blocks have cross-attention (see ``SmallModelConfig.unet_attention``)."""
     n = len(cfg.unet_channels)
+    attention = cfg.unet_attention if cfg.unet_attention is not None else (True,) * (n - 1) + (False,)
+    if len(attention) != n:
+        raise ValueError(f"unet_attention has {len(attention)} entries for {n} UNet blocks.")
+    return tuple(attention)
+
+
+def build_unet(cfg: SmallModelConfig) -> UNet2DConditionModel:
+    """A Stable-Diffusion-style conditional UNet of the configured size (stock diffusers block types only, so
+    ``UNet2DConditionModel.from_pretrained`` reads it back without this package)."""
+    attention = unet_attention(cfg)
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention))
     return UNet2DConditionModel(
         sample_size=cfg.resolution // cfg.vae_scale_factor,
         in_channels=cfg.latent_channels,
         out_channels=cfg.latent_channels,
-        down_block_types=tuple(["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"]),
-        up_block_types=tuple(["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1)),
+        down_block_types=down,
+        up_block_types=up,
         block_out_channels=cfg.unet_channels,
         layers_per_block=cfg.unet_layers_per_block,
         norm_num_groups=cfg.norm_num_groups,

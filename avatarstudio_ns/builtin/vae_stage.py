@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.configuration_utils import FrozenDict
 from rich.console import Console
 from torch import Tensor
 
 from avatarstudio_ns.atomic import atomic_write_folder
 from avatarstudio_ns.builtin.checkpoint import load_state, save_state
 from avatarstudio_ns.builtin.progress import StageProgress
+from avatarstudio_ns.builtin.sitting import Sitting
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_vae
 from avatarstudio_ns.builtin.vae_init import colour_preserving_init
 
@@ -94,7 +96,13 @@ def _batch(images: Tensor, step: int, cfg: VaeStageConfig, scale: int, generator
 
 
 def train_vae(
-    images: Tensor, model_cfg: SmallModelConfig, cfg: VaeStageConfig, work_dir: Path, seed: int, console: Console
+    images: Tensor,
+    model_cfg: SmallModelConfig,
+    cfg: VaeStageConfig,
+    work_dir: Path,
+    seed: int,
+    console: Console,
+    sitting: Sitting | None = None,
 ) -> AutoencoderKL:
     """Train the autoencoder, resuming from ``work_dir/vae.ckpt``; the result is saved to ``work_dir/vae``.
 
@@ -105,6 +113,9 @@ def train_vae(
         work_dir: Folder of checkpoints and stage outputs.
         seed: Seed of initial weights and batches.
         console: Where progress goes.
+        sitting: When its time is up, the stage checkpoints the step it is at and raises
+            :class:`~avatarstudio_ns.builtin.sitting.SittingOver`; resuming from there gives the same weights as
+            an uninterrupted run.
 
     Returns:
         The trained autoencoder in eval mode.
@@ -112,7 +123,11 @@ def train_vae(
     final = Path(work_dir) / "vae"
     if (final / "config.json").exists():
         console.log(f"VAE already trained: {final}")
-        return AutoencoderKL.from_pretrained(final).eval()
+        vae = AutoencoderKL.from_pretrained(final).eval()
+        # from_pretrained records the folder it read in the config, which the exported model then carried: a resumed
+        # training wrote another vae/config.json than an uninterrupted one, with a path of this machine in it.
+        vae._internal_dict = FrozenDict({k: v for k, v in vae.config.items() if k != "_name_or_path"})
+        return vae
     torch.manual_seed(seed)
     vae = build_vae(model_cfg)
     fix_posterior_std(vae)
@@ -121,6 +136,7 @@ def train_vae(
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed + 1)
     ckpt_path = Path(work_dir) / "vae.ckpt"
+    sitting = sitting or Sitting()
     step = 0
     if (state := load_state(ckpt_path)) is not None:
         vae.load_state_dict(state["model"])
@@ -128,10 +144,18 @@ def train_vae(
         generator.set_state(state["generator"])
         step = int(state["step"])
         console.log(f"Resuming the VAE at step {step}")
+
+    def checkpoint() -> None:
+        state = {"model": vae.state_dict(), "optimizer": optimizer.state_dict()}
+        save_state({**state, "generator": generator.get_state(), "step": step}, ckpt_path)
+
     vae.train()
     t0 = time.monotonic()
     with StageProgress(console, "vae", cfg.steps, step, cfg.log_every) as bar:
         while step < cfg.steps:
+            if sitting.over():
+                checkpoint()
+                raise sitting.stop(f"VAE at step {step}/{cfg.steps}")
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, cfg.steps)
             x = _batch(images, step, cfg, model_cfg.vae_scale_factor, generator)
@@ -147,8 +171,7 @@ def train_vae(
             optimizer.step()
             step += 1
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                state = {"model": vae.state_dict(), "optimizer": optimizer.state_dict()}
-                save_state({**state, "generator": generator.get_state(), "step": step}, ckpt_path)
+                checkpoint()
             bar.update(step, l1=l1.item(), kl=kl.item())
     vae.eval()
     atomic_write_folder(final, lambda tmp: vae.save_pretrained(tmp, safe_serialization=True))

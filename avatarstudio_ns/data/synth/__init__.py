@@ -13,6 +13,7 @@ from avatarstudio_ns.data.synth.attributes import (
     SKIN_TONES,
     HeadAttributes,
     caption,
+    caption_of,
     sample_attributes,
 )
 from avatarstudio_ns.data.synth.canonical import load_canonical_points
@@ -38,6 +39,7 @@ __all__ = [
     "SynthHead",
     "SynthViews",
     "caption",
+    "caption_of",
     "load_canonical_points",
     "make_rig",
     "render_capture",

@@ -183,6 +183,11 @@ def caption(attributes: HeadAttributes, parts: tuple[str, ...] = ("hair", "skin"
             phrases.append(f"{attributes.eye_color} eyes")
         elif part == "lips" and attributes.lip_color != "natural":
             phrases.append(f"{attributes.lip_color} lips")
+    return caption_of(phrases)
+
+
+def caption_of(phrases: list[str]) -> str:
+    """ "photo of a person with <a>, <b> and <c>" for the phrases given; "photo of a person" for none."""
     if not phrases:
         return "photo of a person"
     if len(phrases) == 1:
