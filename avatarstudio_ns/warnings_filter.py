@@ -7,9 +7,8 @@ and viewer. None of them is about our code and a user cannot act on them. Each f
 the module the warning is attributed to (always the dependency's), so the same warnings raised from our code still
 show.
 
-Deliberately not filtered: torch's DataLoader hint that nerfstudio asks for more workers than the machine has CPUs
-(true, and actionable), and torchmetrics' deprecation of importing metrics from ``torchmetrics.functional`` (our
-own import path triggers it; importing from ``torchmetrics.functional.image`` avoids it).
+Deliberately not filtered: torchmetrics' deprecation of importing metrics from ``torchmetrics.functional`` (our own
+import path triggers it; importing from ``torchmetrics.functional.image`` avoids it).
 
 The filters are installed when the package is imported: first thing in the ``avatarstudio`` command, and when
 nerfstudio imports the plugin (ns-train, ns-viewer, ns-render, ...) before it builds cameras and trainers.
@@ -69,6 +68,13 @@ DEPENDENCY_WARNINGS: tuple[DependencyWarning, ...] = (
         r"Converting a tensor with requires_grad=True to a scalar",
         "nerfstudio.utils.writer",
         "nerfstudio's trainer logs the loss dict (tensors in the graph) and the writer calls float() on them",
+    ),
+    DependencyWarning(
+        UserWarning,
+        r"This DataLoader will create \d+ worker processes in total",
+        "torch.utils.data.dataloader",
+        "nerfstudio 1.1.5's VanillaDataManager fixes its image loader at 4 workers (no option changes it), more than a "
+        "2-core machine has; a user cannot act on it",
     ),
     # DeprecationWarnings are hidden outside __main__ by default; these two showed under pytest and `-W default`.
     DependencyWarning(

@@ -7,7 +7,6 @@ them the test is skipped with the reason. Everything runs on 127.0.0.1; nothing 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import shutil
 import socket
@@ -157,9 +156,13 @@ def _whole_head_in_view(image: np.ndarray) -> bool:
     return green > 2000 and green < image.shape[0] * image.shape[1] / 3 and _green_pixels(image[:, :2]) == 0
 
 
-def _settled(driver, timeout: float = 120, strict: bool = True) -> np.ndarray:
-    """The page once two screenshots 3 s apart agree (the viewer has finished refining its render); with
-    ``strict=False`` the last screenshot when ``timeout`` passes first (a render that training keeps changing)."""
+def _viewport(image: np.ndarray) -> np.ndarray:
+    """The render's part of the page: left of nerfstudio's control panel (the right third at this window size)."""
+    return image[:, : image.shape[1] * 3 // 5]
+
+
+def _settled(driver, timeout: float = 120) -> np.ndarray:
+    """The page once two screenshots 3 s apart agree (the viewer has finished refining its render)."""
     previous = _screenshot(driver)
     deadline = time.time() + timeout
     while True:
@@ -167,9 +170,7 @@ def _settled(driver, timeout: float = 120, strict: bool = True) -> np.ndarray:
         image = _screenshot(driver)
         if np.abs(image - previous).mean() < 0.2:
             return image
-        if time.time() > deadline:
-            assert not strict, "the render did not settle"
-            return image
+        assert time.time() < deadline, "the render did not settle"
         previous = image
 
 
@@ -215,10 +216,11 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(s
         slider.send_keys(Keys.END)
         assert slider.get_attribute("aria-valuenow") == "1"
 
-        # Compared once the render has settled: moving a control first shows a coarser render of the same frame.
+        # Compared once the render has settled (moving a control first shows a coarser render of the same frame), and
+        # in the viewport only: the panel scrolls to the slider.
         def moved():
             image = _settled(driver)
-            return image if np.abs(image - first).mean() > 2.0 else None
+            return image if np.abs(_viewport(image) - _viewport(first)).mean() > 2.0 else None
 
         _wait_for(moved, 180, "the render at the last time")
 
@@ -228,43 +230,3 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(s
         _wait_for(lambda: driver.find_elements(By.XPATH, option), 30, "the Show options")
         driver.find_element(By.XPATH, option).click()
         _wait_for(lambda: _green_pixels(_screenshot(driver)) < 200, 180, "the original appearance")
-
-
-@pytest.fixture
-def live_edit(edited, tmp_path) -> tuple[Path, int]:
-    """A config.yml for ``ns-train --load-config``: the test edit again from the recon, long, with its viewer on
-    127.0.0.1, and a learning rate that changes the colour visibly within a few steps. Returns it and the port."""
-    config, _ = edited
-    live = copy.deepcopy(config)
-    live.output_dir = tmp_path / "live"
-    live.max_num_iterations = 100_000  # stopped by the test, mid-training
-    live.vis = "viewer"
-    live.viewer.websocket_host = "127.0.0.1"
-    live.viewer.websocket_port = _free_port()
-    live.pipeline.model.identity_loss_mult = 0.0
-    for group in live.optimizers.values():
-        group["optimizer"].lr = 0.05
-    live.set_timestamp()
-    path = tmp_path / "live.yml"
-    path.write_text(yaml.dump(live))
-    return path, live.viewer.websocket_port
-
-
-def test_the_viewer_shows_an_edit_changing_as_it_trains(live_edit, tmp_path):
-    from selenium.webdriver.common.by import By
-
-    config, port = live_edit
-    log = tmp_path / "train.log"
-    command = [sys.executable, "-m", "nerfstudio.scripts.train", "avatarstudio-edit-fast", "--load-config", str(config)]
-    with _serve(command, port, log) as (url, process), _browser() as driver:
-        driver.get(url)
-        _wait_for(lambda: driver.find_elements(By.XPATH, "//label[normalize-space(text())='Time']"), 300, "controls")
-        # Once the camera is on the head and the render refined (both change the page without any training).
-        first = _settled(driver, timeout=90, strict=False)
-
-        def changed():
-            assert process.poll() is None and "Training Finished" not in log.read_text(), log.read_text()[-3000:]
-            image = _screenshot(driver)
-            return image if np.abs(image - first).mean() > 2.0 else None
-
-        _wait_for(changed, 300, "the render to follow the training")

@@ -80,6 +80,8 @@ SEEN = {
     "`torch.amp.GradScaler('cuda', args...)` instead.",
     "nerfstudio.utils.writer": "Converting a tensor with requires_grad=True to a scalar may lead to unexpected "
     "behavior.\nConsider using tensor.detach() first.",
+    "torch.utils.data.dataloader": "This DataLoader will create 4 worker processes in total. Our suggested max number "
+    "of worker in current system is 2, which is smaller than what this DataLoader is going to create.",
     "websockets.connection": "websockets.connection was renamed to websockets.protocol and Connection was renamed "
     "to Protocol",
     "websockets.legacy": "websockets.legacy is deprecated; see https://websockets.readthedocs.io/en/stable/howto/"
