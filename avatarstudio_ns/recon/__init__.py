@@ -2,8 +2,9 @@
 
 One role per module: ``frame_codes`` (per-frame codes e_j, interpolated in time), ``deformation``
 (p_c = p + D(p, e_j)), ``grid_encoding`` (the deformation's dense feature grids), ``field`` (the
-canonical appearance A), ``model`` (sampling, rendering, losses), ``schedulers``, ``metrics`` and
-``evaluate`` (held-out metrics per timestep), ``trainer`` (nerfstudio's trainer, checkpoints written atomically).
+canonical appearance A), ``model`` (sampling, rendering, losses), ``regularizers`` (its losses beyond the
+photometric one), ``image_metrics`` (held-out metrics per timestep), ``schedulers``, ``viewer_camera`` (where the
+viewer opens), ``trainer`` (nerfstudio's trainer, checkpoints written atomically).
 """
 
 from avatarstudio_ns.recon.deformation import DeformationField

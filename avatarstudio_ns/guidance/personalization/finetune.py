@@ -358,16 +358,7 @@ def personalize(
 
     device = base.device
     fingerprint = base_fingerprint(base)
-    class_latents = None
-    if config.prior_weight > 0 and config.num_class_images > 0:
-        prompt = f"photo of a {config.class_noun}"
-        root = config.class_image_dir or output / "class_images"
-        folder = class_image_folder(root, fingerprint, prompt, resolution, config.class_image_steps)
-        paths = ensure_class_images(
-            base, folder, prompt, config.num_class_images, resolution, config.class_image_steps, config.seed
-        )
-        class_latents = _encode([png_to_image(p) for p in paths], base, resolution)
-        class_embedding = base.embed(prompt)
+    class_latents, class_embedding = _class_prior(base, config, output, resolution, fingerprint)
     instance_latents = _encode(squares, base, resolution)
     instance_embeddings = base.embed([k.prompt for k in keyframes])
 
@@ -384,7 +375,7 @@ def personalize(
             instance_latents,
             instance_embeddings,
             class_latents,
-            class_embedding if class_latents is not None else None,
+            class_embedding,
             callbacks,
             device,
         )
@@ -395,32 +386,41 @@ def personalize(
     finally:
         cleanup()
 
-    atomic_write_text(
-        output / INFO_NAME,
-        json.dumps(
-            {
-                "version": FORMAT_VERSION,
-                "cache_key": cache_key,
-                "complete": True,
-                "mode": config.mode,
-                "base_model": base.source,
-                "base_fingerprint": fingerprint,
-                "prediction_type": base.prediction_type,
-                "resolution": resolution,
-                "class_noun": config.class_noun,
-                "steps": config.steps,
-                "settings": config.key_settings(),
-                "losses": result.losses,
-                "weights": "pytorch_lora_weights.safetensors" if config.mode == "lora" else "unet",
-                **subject,
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n",
-    )
+    info = {
+        "version": FORMAT_VERSION,
+        "cache_key": cache_key,
+        "complete": True,
+        "mode": config.mode,
+        "base_model": base.source,
+        "base_fingerprint": fingerprint,
+        "prediction_type": base.prediction_type,
+        "resolution": resolution,
+        "class_noun": config.class_noun,
+        "steps": config.steps,
+        "settings": config.key_settings(),
+        "losses": result.losses,
+        "weights": "pytorch_lora_weights.safetensors" if config.mode == "lora" else "unet",
+        **subject,
+    }
+    atomic_write_text(output / INFO_NAME, json.dumps(info, indent=2, default=str) + "\n")
     (output / STATE_NAME).unlink(missing_ok=True)
     return result
+
+
+def _class_prior(
+    base: DiffusionModel, config: PersonalizeConfig, output: Path, resolution: int, fingerprint: str
+) -> tuple[Tensor | None, Tensor | None]:
+    """Latents and prompt embedding of the class images of the prior preservation loss (sampled from ``base`` once
+    per model, prompt and size, then reused); (None, None) when the loss is off."""
+    if config.prior_weight <= 0 or config.num_class_images <= 0:
+        return None, None
+    prompt = f"photo of a {config.class_noun}"
+    root = config.class_image_dir or output / "class_images"
+    folder = class_image_folder(root, fingerprint, prompt, resolution, config.class_image_steps)
+    paths = ensure_class_images(
+        base, folder, prompt, config.num_class_images, resolution, config.class_image_steps, config.seed
+    )
+    return _encode([png_to_image(p) for p in paths], base, resolution), base.embed(prompt)
 
 
 @torch.no_grad()
