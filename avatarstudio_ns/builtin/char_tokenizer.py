@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from avatarstudio_ns.atomic import atomic_write_text
+
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 END_OF_WORD = "</w>"
@@ -115,11 +117,13 @@ def write_tokenizer(folder: Path, words: Sequence[str] = DEFAULT_WORDS, max_leng
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_vocab(words)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    # Each file atomically: train-builtin rewrites its work folder's tokenizer at every start, and a kill mid-write
+    # left a cut vocab.json there.
+    atomic_write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
     lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
-    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(folder / "merges.txt", "\n".join(lines) + "\n")
     specials = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "unk_token": EOS_TOKEN, "pad_token": EOS_TOKEN}
-    (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2), encoding="utf-8")
+    atomic_write_text(folder / "special_tokens_map.json", json.dumps(specials, indent=2))
     config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "do_lower_case": True, **specials}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2))
     return len(vocab)

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
+from avatarstudio_ns.atomic import atomic_save, atomic_write_text
 from avatarstudio_ns.builtin.head_images import TABLES, HeldoutPair, build_dataset, check_pairs, describe, is_heldout
 from avatarstudio_ns.builtin.probe import PROBED, REGIONS, AttributeProbe, ProbeConfig, train_probe, visible_regions
 from avatarstudio_ns.builtin.sitting import Sitting
@@ -116,8 +117,7 @@ def save_grid(samples: Float[Tensor, "p n 3 h w"], labels: list[str], path: Path
     draw = ImageDraw.Draw(canvas)
     for row, label in enumerate(labels):
         draw.text((4, row * h * scale + h * scale // 2 - 6), label, fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    atomic_save(Path(path), canvas.save)
 
 
 def judge(predicted: dict[str, Tensor], targets: dict[str, str]) -> dict[str, dict[str, int]]:
@@ -222,7 +222,7 @@ def _evaluate(train_cfg: TrainBuiltinConfig, cfg: EvalConfig, console: Console, 
     }
     labels = [prompt.removeprefix("photo of a person with ") for prompt in prompts]
     save_grid(samples, labels, Path(cfg.grid_path))
-    (work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print_metrics(console, metrics)
     console.print(f"Sample grid: {cfg.grid_path}")
     return metrics

@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from transformers import CLIPTokenizer
 
-from avatarstudio_ns.atomic import atomic_write_folder
+from avatarstudio_ns.atomic import atomic_write_folder, atomic_write_text
 from avatarstudio_ns.builtin.char_tokenizer import BOS_TOKEN, DEFAULT_WORDS, EOS_TOKEN, build_vocab, write_tokenizer
 from avatarstudio_ns.builtin.head_images import HeadDatasetConfig, HeadImages, build_dataset
 from avatarstudio_ns.builtin.sitting import Sitting, SittingOver
@@ -215,9 +215,15 @@ def train_builtin(cfg: TrainBuiltinConfig, console: Console | None = None, sitti
 
 
 def _log_sitting(work: Path, record: dict) -> None:
-    """Append one invocation's record to ``work/sittings.jsonl`` (appended whole, one line per sitting)."""
-    with open(work / "sittings.jsonl", "a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
+    """Add one invocation's record to ``work/sittings.jsonl``, one line per sitting.
+
+    The file is rewritten whole under a temporary name, then renamed: an append cut by a kill left a line without its
+    end, and the next sitting's record, appended to that line, was lost with it.
+    """
+    path = work / "sittings.jsonl"
+    text = path.read_text() if path.exists() else ""
+    text = text[: text.rfind("\n") + 1]  # without a line cut by a kill during an append (before this was atomic)
+    atomic_write_text(path, text + json.dumps(record, default=str) + "\n")
 
 
 def read_sittings(work: Path) -> list[dict]:

@@ -26,6 +26,8 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from avatarstudio_ns.atomic import atomic_save
+
 SPLITS = ("train", "val", "test")
 """The splits nerfstudio asks a dataparser for."""
 
@@ -34,6 +36,16 @@ INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
 MIN_FRONT_SIDEDNESS = 0.5
 """How one-sided the rig must be (length of the mean horizontal camera direction) to name a frontal camera."""
+
+
+@dataclass
+class AvatarDataparserOutputs(DataparserOutputs):
+    """nerfstudio's dataparser outputs, whose ``dataparser_transforms.json`` is written atomically."""
+
+    def save_dataparser_transform(self, path: Path) -> None:
+        """Writes the transform as nerfstudio does, under a temporary name, then renamed: the trainer rewrites it in
+        the run folder at every start, and a run killed then left it cut in half."""
+        atomic_save(Path(path), super().save_dataparser_transform)
 
 
 class CaptureFormatError(ValueError):
@@ -175,7 +187,7 @@ class AvatarStudioDataParser(DataParser):
             "flame_param_filenames": _all_or_none([f.flame_param for f in frames]),
             "capture_format": capture.fmt,
         }
-        return DataparserOutputs(
+        return AvatarDataparserOutputs(
             image_filenames=[f.image for f in frames],
             cameras=cameras,
             alpha_color=capture.background_color,

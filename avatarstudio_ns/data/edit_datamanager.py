@@ -83,11 +83,13 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
         """All rays of the next keyframe's image, flattened, the keyframe's index and image size, and its image."""
         if not self.keyframe_image_indices:
             raise RuntimeError("no keyframes set: call set_keyframes() before training")
+        if self.train_count == 0 and step > 0:
+            # A resumed edit starts past step 0: the keyframes of the steps before it are drawn (and dropped), so it
+            # goes on in the order the uninterrupted run had.
+            for _ in range(step):
+                self._next_keyframe()
         self.train_count += 1
-        if not self._order:
-            # Every keyframe once per epoch, in a fresh random order.
-            self._order = torch.randperm(len(self.keyframe_image_indices), generator=self._generator).tolist()
-        keyframe_index = self._order.pop()
+        keyframe_index = self._next_keyframe()
         camera = self.keyframe_camera(keyframe_index)
         height, width = int(camera.height[0, 0]), int(camera.width[0, 0])
         ray_bundle = camera.generate_rays(camera_indices=0, keep_shape=False)
@@ -99,6 +101,12 @@ class KeyframeDataManager(VanillaDataManager[AvatarDataset]):
             "image": self.captured_image(keyframe_index, height, width),
         }
         return ray_bundle, batch
+
+    def _next_keyframe(self) -> int:
+        """The next keyframe index: every keyframe once per epoch, in a fresh random order."""
+        if not self._order:
+            self._order = torch.randperm(len(self.keyframe_image_indices), generator=self._generator).tolist()
+        return self._order.pop()
 
     def get_train_rays_per_batch(self) -> int:
         """Rays in one keyframe image at the render resolution (for the viewer's throughput estimate)."""

@@ -147,6 +147,17 @@ class AvatarEditPipeline(VanillaPipeline):
             personalized = load_personalization(result.folder, base)
         return VTSDSGuidance(config, device=self.device, base=base, personalized=personalized)
 
+    def guidance_state(self) -> Optional[Dict[str, Any]]:
+        """The guidance's own training state for the edit's checkpoint, or None (a guidance without one, such as
+        VT-SDS, or none built yet)."""
+        if not self._guidance_holder or not hasattr(self._guidance_holder[0], "resume_state"):
+            return None
+        return self._guidance_holder[0].resume_state()
+
+    def load_guidance_state(self, state: Dict[str, Any]) -> None:
+        """Gives the guidance the state a checkpoint kept (see :meth:`guidance_state`)."""
+        self.get_guidance().load_resume_state(state)
+
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:

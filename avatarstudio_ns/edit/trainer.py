@@ -214,8 +214,10 @@ class EditTrainer(AvatarTrainer):
             check_same_capture(self.config, read_avatar_run_config(recon_config), load_dir)
             inherit_recon_config(self.config, recon_config)
             # ns-train saved config.yml before this point; rewrite it so ns-viewer / ns-render rebuild the
-            # edited avatar with the inherited architecture.
-            self.config.save_config()
+            # edited avatar with the inherited architecture. An edit resumed in its own folder keeps the one it has
+            # (its first start's, or ns-train's, which kept the architecture: EditTrainerConfig.save_config).
+            if recon_config.resolve() != (self.config.get_base_dir() / "config.yml").resolve():
+                self.config.save_config()
         super().setup(test_mode=test_mode)
 
     def _load_checkpoint(self) -> None:
@@ -236,6 +238,8 @@ class EditTrainer(AvatarTrainer):
             # streams already, and the resumed run goes on with the same noise.
             Trainer._load_checkpoint(self)
             self.pipeline.get_guidance()
+            if loaded.get("guidance") is not None:
+                self.pipeline.load_guidance_state(loaded["guidance"])
             self.restore_random_state()
             CONSOLE.print(f"Resumed the edit from {path} at step {self._start_step}.")
             return
@@ -245,3 +249,9 @@ class EditTrainer(AvatarTrainer):
         self.pipeline.load_pipeline(loaded["pipeline"], step=recon_step)
         self._start_step = 0
         CONSOLE.print(f"Loaded the avatar's weights from {path}; editing with fresh optimisers from step 0.")
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """The guidance's own training state (the dataset-update baseline's edited targets), which a resumed edit
+        needs to go on as the uninterrupted run did."""
+        state = getattr(self.pipeline, "module", self.pipeline).guidance_state()
+        return {} if state is None else {"guidance": state}

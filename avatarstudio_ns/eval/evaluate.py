@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import CLIPModel, CLIPProcessor
 
+from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.data.synth.canonical import load_canonical_points
 from avatarstudio_ns.eval import metrics as M
 from avatarstudio_ns.eval.prompt_set import EditPrompt, PromptSet
@@ -502,10 +503,10 @@ def print_report(report: dict[str, Any], console: Console = CONSOLE) -> None:
 
 
 def write_report(report: dict[str, Any], path: Path) -> tuple[Path, Path]:
-    """Writes the report as JSON at ``path`` and its summary table as markdown beside it (same stem, .md)."""
+    """Writes the report as JSON at ``path`` and its summary table as markdown beside it (same stem, .md), each under
+    a temporary name and then renamed, so a killed run leaves the earlier scores or the new ones, never cut ones."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(report), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(_jsonable(report), indent=2, ensure_ascii=False) + "\n")
     markdown = path.with_suffix(".md")
-    markdown.write_text(report_markdown(report), encoding="utf-8")
+    atomic_write_text(markdown, report_markdown(report))
     return path, markdown

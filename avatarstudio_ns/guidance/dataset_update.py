@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +94,23 @@ class DatasetUpdateGuidance:
             requires_safety_checker=False,
         )
         self.pipe.set_progress_bar_config(disable=True)
+
+    def resume_state(self) -> dict[str, Any]:
+        """The targets, which are edits, the update count and the generator: what the edit's checkpoint keeps, so a
+        resumed run fits the edits it had made (not the captured images again) and draws the same noise."""
+        return {
+            "targets": [target.clone() for target in self.targets],
+            "edited": list(self.edited),
+            "calls": self._calls,
+            "generator": self._generator.get_state(),
+        }
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        """Restores what :meth:`resume_state` kept."""
+        self.targets = [target.float().cpu() for target in state["targets"]]
+        self.edited = list(state["edited"])
+        self._calls = int(state["calls"])
+        self._generator.set_state(state["generator"])
 
     @torch.no_grad()
     def edit_image(

@@ -86,13 +86,18 @@ class AvatarTrainer(Trainer):
             load_dir = Path(self.config.load_dir)
             step = self.config.load_step
             if step is None:
-                steps = [int(n[len("step-") : -len(".ckpt")]) for n in os.listdir(load_dir) if n.endswith(".ckpt")]
+                names = [n for n in os.listdir(load_dir) if n.startswith("step-") and n.endswith(".ckpt")]
+                steps = [int(n[len("step-") : -len(".ckpt")]) for n in names]
                 step = max(steps, default=None)
             path = None if step is None else load_dir / f"step-{step:09d}.ckpt"
         if path is not None and Path(path).exists():
             state = torch.load(path, map_location="cpu", weights_only=True).get("random")
             if state is not None:
                 set_random_state(state)
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """More state a subclass's checkpoints keep (read back with ``torch.load(weights_only=True)``); none here."""
+        return {}
 
     def save_checkpoint(self, step: int) -> None:
         """Saves the model and optimisers as ``step-<step>.ckpt``, then deletes older checkpoints if configured.
@@ -110,6 +115,7 @@ class AvatarTrainer(Trainer):
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
             "random": random_state(),
+            **self.checkpoint_extras(),
         }
         # Serialised in memory, then written by Python: torch's own file writer turns a failed write into a
         # RuntimeError that does not say the disk is full.

@@ -22,7 +22,7 @@ from nerfstudio.models.base_model import Model
 from rich.console import Console
 from rich.panel import Panel
 
-from avatarstudio_ns.atomic import atomic_write_text
+from avatarstudio_ns.atomic import atomic_save, atomic_write_text
 from avatarstudio_ns.data.frontal import frontal_image_index
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
 from avatarstudio_ns.eval.evaluate import (
@@ -227,7 +227,8 @@ def run_demo(config: DemoConfig) -> dict:
 
     grid_path = root / "grid.png"
     with CONSOLE.status("Rendering the grid..."):
-        iio.imwrite(grid_path, render_grid(original.model, edited.model, dataset))
+        grid = render_grid(original.model, edited.model, dataset)
+    atomic_save(grid_path, lambda tmp: iio.imwrite(tmp, grid))
 
     report: dict = {}
     scores = "none (the prompt is not in the built-in prompt set)"

@@ -9,10 +9,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import random
 import re
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import torch
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
@@ -157,6 +160,12 @@ def train_run(
     if not (run / "config.yml").exists():
         # A resumed edit keeps the config.yml its first start wrote (with the recon's architecture).
         config.save_config()
+    # Seeded as ns-train seeds a run, whatever ran before it in this process: a rerun that reuses the finished runs
+    # before it trains this one as an uninterrupted pass did (nerfstudio's masked ray sampling draws from Python's
+    # random module, which nothing else seeds).
+    random.seed(config.machine.seed)
+    np.random.seed(config.machine.seed)
+    torch.manual_seed(config.machine.seed)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     trainer.train()

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avatarstudio_ns.atomic import atomic_write_bytes
+
 CANONICAL_BOX = 0.25
 """Half-size of the quantisation box, metres; the head fits in about +-0.2."""
 _LEVELS = 65534
@@ -40,11 +42,18 @@ def decode_canonical_points(codes: np.ndarray) -> np.ndarray:
     return points
 
 
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write an 8- or 16-bit image (OpenCV's BGR order) as a PNG, atomically (the bytes ``cv2.imwrite`` writes)."""
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"Could not encode {path} as a PNG.")
+    atomic_write_bytes(Path(path), data.tobytes())
+
+
 def save_canonical_points(path: Path, points: np.ndarray) -> None:
     """Write (H, W, 3) canonical points (NaN on background) as a 16-bit RGB PNG."""
     # OpenCV is the writer at hand that keeps 16 bits per channel; it stores BGR order.
-    if not cv2.imwrite(str(path), encode_canonical_points(points)[..., ::-1]):
-        raise OSError(f"Could not write canonical points to {path}.")
+    write_png(path, encode_canonical_points(points)[..., ::-1])
 
 
 def load_canonical_points(path: str | Path) -> np.ndarray:

@@ -10,7 +10,8 @@ Layout under the output folder:
     transforms_{train,val,test}.json             written last, atomically
 
 Old transforms and synth.json are removed before anything is rendered and written only at the end, so a
-folder with transforms_train.json always holds a complete capture.
+folder with transforms_train.json always holds a complete capture. Every file is written under a temporary name and
+renamed, so a killed render leaves no half-written image where a viewer or a rerun would take it for a whole one.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.data.labels import LABELS
 from avatarstudio_ns.data.synth.attributes import DEFAULT_ATTRIBUTES, HeadAttributes, caption, sample_attributes
-from avatarstudio_ns.data.synth.canonical import CANONICAL_BOX, save_canonical_points
+from avatarstudio_ns.data.synth.canonical import CANONICAL_BOX, save_canonical_points, write_png
 from avatarstudio_ns.data.synth.head import SynthHead
 from avatarstudio_ns.data.synth.performance import Performance
 from avatarstudio_ns.data.synth.render import RenderSettings, render_frame
@@ -129,10 +129,10 @@ def _render_timestep(config: CaptureConfig, attributes: HeadAttributes, timestep
     out = config.output
     for cam in range(rig.num_cameras):
         name = _name(timestep, cam)
-        # OpenCV writes BGR; it is already imported for the 16-bit canonical PNGs.
-        cv2.imwrite(str(out / "images" / name), rgb[cam][..., ::-1])
-        cv2.imwrite(str(out / "fg_masks" / name), mask[cam])
-        cv2.imwrite(str(out / "semantics" / name), labels[cam])
+        # write_png takes OpenCV's BGR order (OpenCV is the writer that keeps the canonical PNGs' 16 bits).
+        write_png(out / "images" / name, rgb[cam][..., ::-1])
+        write_png(out / "fg_masks" / name, mask[cam])
+        write_png(out / "semantics" / name, labels[cam])
         save_canonical_points(out / "canonical" / name, canonical[cam])
     return timestep
 
