@@ -18,6 +18,7 @@ from avatarstudio_ns.data.synth import (
     caption,
     load_canonical_points,
     make_rig,
+    render_capture,
     render_views,
     sample_attributes,
 )
@@ -205,3 +206,22 @@ def test_a_non_square_capture_from_the_command_line_loads_through_the_dataparser
     # The whole head is in view: its mask keeps off the sides and the top (the neck may leave at the bottom).
     head = item["fg_mask"][..., 0] > 0
     assert head.any() and not head[:, 0].any() and not head[:, -1].any() and not head[0].any()
+
+
+def test_test_frames_divide_the_sequence_as_vhap_does(tmp_path):
+    from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
+
+    out = render_capture(
+        CaptureConfig(output=tmp_path / "c", num_cameras=3, num_frames=4, test_frames=2, resolution=8, progress=False)
+    )
+    train, val, test = (_load(out, split) for split in ("train", "val", "test"))
+    assert {f["timestep_index"] for f in train["frames"]} == {f["timestep_index"] for f in val["frames"]} == {0, 1}
+    assert sorted((f["timestep_index"], f["camera_index"]) for f in test["frames"]) == [
+        (t, c) for t in (2, 3) for c in range(3)
+    ]
+    parser = AvatarStudioDataParserConfig(data=out).setup()
+    outputs = parser.get_dataparser_outputs("test")
+    assert outputs.metadata["num_timesteps"] == 4
+    assert torch.allclose(outputs.cameras.times[:, 0], torch.tensor([2 / 3] * 3 + [1.0] * 3))
+    with pytest.raises(ValueError, match="--test-frames 4 leaves no frame"):
+        render_capture(CaptureConfig(output=tmp_path / "d", num_cameras=3, num_frames=4, test_frames=4, resolution=8))

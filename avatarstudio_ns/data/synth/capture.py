@@ -75,6 +75,10 @@ class CaptureConfig:
     holdout_camera: int | None = None
     """Camera held out of training for transforms_val.json and transforms_test.json (both hold it at
     every timestep). Default: camera 8 if the rig has it, else the last camera."""
+    test_frames: int = 0
+    """The last this many frames are left out of training and make up transforms_test.json at every camera, as
+    VHAP's exports divide a sequence (its test split is the last ~30 % of the timesteps, which training never sees);
+    0: the test split is the held-out camera at every frame, like val."""
     supersample: int = 2
     """Sub-pixel grid per axis traced at edge pixels for antialiasing (1 = off)."""
     workers: int = 0
@@ -137,9 +141,9 @@ def _render_timestep(config: CaptureConfig, attributes: HeadAttributes, timestep
     return timestep
 
 
-def _transforms(config: CaptureConfig, rig: Rig, cameras: list[int]) -> dict:
+def _transforms(config: CaptureConfig, rig: Rig, cameras: list[int], timesteps: list[int]) -> dict:
     frames = []
-    for t in range(config.num_frames):
+    for t in timesteps:
         for cam in cameras:
             name = _name(t, cam)
             frames.append(
@@ -161,7 +165,7 @@ def _transforms(config: CaptureConfig, rig: Rig, cameras: list[int]) -> dict:
         "w": rig.width,
         "h": rig.height,
         "camera_angle_x": 2.0 * float(np.arctan(rig.width / (2.0 * rig.fx))),
-        "timestep_indices": list(range(config.num_frames)),
+        "timestep_indices": timesteps,
         "camera_indices": cameras,
         "frontal_camera_index": rig.frontal_camera_index,
         "background_color": [1.0, 1.0, 1.0],
@@ -176,6 +180,11 @@ def render_capture(config: CaptureConfig) -> Path:
     width, height = config.image_size()
     if config.num_frames < 1 or min(width, height) < 8:
         raise ValueError("A capture needs at least 1 frame and images of at least 8 pixels on each side.")
+    if not 0 <= config.test_frames < config.num_frames:
+        raise ValueError(
+            f"--test-frames {config.test_frames} leaves no frame to train on: it must be at least 0 and below "
+            f"--num-frames ({config.num_frames})."
+        )
     attributes = config.attributes()
     holdout = config.holdout()
     rig = config.rig()
@@ -220,6 +229,7 @@ def render_capture(config: CaptureConfig) -> Path:
         "height": height,
         "frontal_camera_index": rig.frontal_camera_index,
         "holdout_camera_index": holdout,
+        "test_frames": config.test_frames,
         "background_color": [1.0, 1.0, 1.0],
         "canonical_encoding": {
             "format": "16-bit RGB PNG, R=x G=y B=z, metres in the canonical head frame",
@@ -231,9 +241,15 @@ def render_capture(config: CaptureConfig) -> Path:
         ],
     }
     train_cameras = [c for c in range(config.num_cameras) if c != holdout]
+    trained = list(range(config.num_frames - config.test_frames))
+    if config.test_frames:
+        test = _transforms(config, rig, list(range(config.num_cameras)), list(range(len(trained), config.num_frames)))
+    else:
+        test = _transforms(config, rig, [holdout], trained)
     atomic_write_text(out / "synth.json", json.dumps(synth, indent=1))
-    atomic_write_text(out / "transforms_val.json", json.dumps(_transforms(config, rig, [holdout]), indent=1))
-    atomic_write_text(out / "transforms_test.json", json.dumps(_transforms(config, rig, [holdout]), indent=1))
+    atomic_write_text(out / "transforms_val.json", json.dumps(_transforms(config, rig, [holdout], trained), indent=1))
+    atomic_write_text(out / "transforms_test.json", json.dumps(test, indent=1))
     # Last: its presence marks a complete capture.
-    atomic_write_text(out / "transforms_train.json", json.dumps(_transforms(config, rig, train_cameras), indent=1))
+    transforms_train = _transforms(config, rig, train_cameras, trained)
+    atomic_write_text(out / "transforms_train.json", json.dumps(transforms_train, indent=1))
     return out
