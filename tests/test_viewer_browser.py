@@ -7,6 +7,7 @@ them the test is skipped with the reason. Everything runs on 127.0.0.1; nothing 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import shutil
 import socket
@@ -219,11 +220,23 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(s
         # Compared once the render has settled (moving a control first shows a coarser render of the same frame), and
         # on the green head alone: the panel scrolls to the slider, and the training cameras' frustums show the
         # captured images of the new time whatever the avatar does.
+        # Two settled renders of one frame differ in a few hundred pixels at the head's edge; the last frame's moves
+        # most of it.
+        def changed_from_first(image: np.ndarray) -> int:
+            return int((_green(image) != _green(first)).sum())
+
         def moved():
             image = _settled(driver)
-            return image if (_green(image) != _green(first)).sum() > 300 else None
+            return image if changed_from_first(image) > _green_pixels(first) / 4 else None
 
-        _wait_for(moved, 180, "the render at the last time")
+        last = _wait_for(moved, 180, "the render at the last time")
+
+        # And back at the first time, the first render again: the change came from the time, nothing else.
+        slider.send_keys(Keys.HOME)
+        assert slider.get_attribute("aria-valuenow") == "0"
+        _wait_for(
+            lambda: changed_from_first(_settled(driver)) < changed_from_first(last) / 4, 180, "the render at time 0"
+        )
 
         # Before / after: nerfstudio's Output type shows the recon's colour (rgb_original), not the edit's green.
         _control(driver, "Output type").click()
@@ -231,3 +244,61 @@ def test_the_viewer_shows_the_edited_head_its_time_and_the_original_appearance(s
         _wait_for(lambda: driver.find_elements(By.XPATH, option), 30, "the Show options")
         driver.find_element(By.XPATH, option).click()
         _wait_for(lambda: _green_pixels(_screenshot(driver)) < 200, 180, "the original appearance")
+
+
+@pytest.fixture
+def live_edit(edited, tmp_path) -> tuple[Path, int]:
+    """A config.yml for ``ns-train --load-config``: the test edit again from the recon, long, paused at its start, with
+    its viewer on 127.0.0.1 and a learning rate that changes the colour visibly within a few steps. Returns it and the
+    viewer's port."""
+    config, _ = edited
+    live = copy.deepcopy(config)
+    live.output_dir = tmp_path / "live"
+    live.max_num_iterations = 100_000  # stopped by the test
+    live.start_paused = True
+    live.vis = "viewer"
+    live.viewer.websocket_host = "127.0.0.1"
+    live.viewer.websocket_port = _free_port()
+    live.pipeline.model.identity_loss_mult = 0.0
+    for group in live.optimizers.values():
+        group["optimizer"].lr = 0.05
+    live.set_timestamp()
+    path = tmp_path / "live.yml"
+    path.write_text(yaml.dump(live))
+    return path, live.viewer.websocket_port
+
+
+def _viewport(image: np.ndarray) -> np.ndarray:
+    """The page without the control panel on its right (whose step counter and buttons change with training)."""
+    return image[:, : image.shape[1] // 2]
+
+
+def test_the_viewer_shows_the_edit_as_it_trains(live_edit, tmp_path):
+    """Paused, the page holds still; resumed, the render changes as the colour trains (nerfstudio re-renders every
+    few dozen steps), and paused again it keeps the change. Renders are compared with one taken while paused, so the
+    render's own refinement or the camera's first move cannot pass for training."""
+    from selenium.webdriver.common.by import By
+
+    config, port = live_edit
+    log = tmp_path / "train.log"
+    command = [sys.executable, "-m", "nerfstudio.scripts.train", "avatarstudio-edit-fast", "--load-config", str(config)]
+    with _serve(command, port, log) as (url, process), _browser() as driver:
+        driver.get(url)
+
+        def button(label: str):
+            found = driver.find_elements(By.XPATH, f"//button[normalize-space()='{label}']")
+            return found[0] if found else None
+
+        _wait_for(lambda: button("Resume Training"), 300, "the viewer's Resume Training button")
+        before = _viewport(_settled(driver))
+        button("Resume Training").click()
+
+        def changed():
+            assert process.poll() is None, log.read_text()[-3000:]
+            image = _viewport(_screenshot(driver))
+            return image if np.abs(image - before).mean() > 2.0 else None
+
+        _wait_for(changed, 300, "the render to follow the training")
+        _wait_for(lambda: button("Pause Training"), 30, "the Pause Training button").click()
+        after = _viewport(_settled(driver))
+        assert np.abs(after - before).mean() > 2.0, "the paused render lost the training's change"
