@@ -51,6 +51,8 @@ class FaultSuiteArgs:
 
 def main(args: FaultSuiteArgs) -> list[ChainReport]:
     """Runs the chains and writes and prints the report."""
+    # Absolute: every start runs in its own folder, where a relative --output would name another place.
+    args.output = args.output.resolve()
     sizes = Sizes.full() if args.sizes == "full" else Sizes()
     extra = tuple(args.extra)
     cores = sorted(os.sched_getaffinity(0))[: max(1, args.cores)]
