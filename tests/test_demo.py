@@ -58,3 +58,7 @@ def test_demo_writes_its_outputs_and_a_new_prompt_gets_its_own_edit(tmp_path):
     config.num_frames = 3
     with pytest.raises(ValueError, match="another --output"):
         run_demo(config)
+    config.num_frames = 2
+    config.height = 40  # a portrait capture of the same rig is another capture too
+    with pytest.raises(ValueError, match=r"another --output.*|height: None -> 40"):
+        run_demo(config)

@@ -208,7 +208,7 @@ def test_a_non_square_capture_from_the_command_line_loads_through_the_dataparser
     assert head.any() and not head[:, 0].any() and not head[:, -1].any() and not head[0].any()
 
 
-def test_test_frames_divide_the_sequence_as_vhap_does(tmp_path):
+def test_test_frames_divide_the_sequence_as_vhap_does(tmp_path, capsys):
     from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
 
     out = render_capture(
@@ -220,8 +220,12 @@ def test_test_frames_divide_the_sequence_as_vhap_does(tmp_path):
         (t, c) for t in (2, 3) for c in range(3)
     ]
     parser = AvatarStudioDataParserConfig(data=out).setup()
+    parser.get_dataparser_outputs("train")
+    capsys.readouterr()
     outputs = parser.get_dataparser_outputs("test")
     assert outputs.metadata["num_timesteps"] == 4
+    # Said once, in words: what the avatar shows at the timesteps training never saw.
+    assert "2 timestep(s) no training image shows (2..3)" in " ".join(capsys.readouterr().out.split())
     assert torch.allclose(outputs.cameras.times[:, 0], torch.tensor([2 / 3] * 3 + [1.0] * 3))
     with pytest.raises(ValueError, match="--test-frames 4 leaves no frame"):
         render_capture(CaptureConfig(output=tmp_path / "d", num_cameras=3, num_frames=4, test_frames=4, resolution=8))

@@ -162,6 +162,8 @@ class AvatarStudioDataParser(DataParser):
             self._capture = self._load_capture()
         capture = self._capture
         frames = capture.splits[split]
+        if split != "train":
+            _note_unseen_timesteps(split, capture.timestep_indices[split], capture.timestep_indices["train"])
 
         cameras = Cameras(
             camera_to_worlds=capture.camera_to_worlds[split].clone(),
@@ -487,6 +489,19 @@ def _note_thin_capture(train: list[_Frame], path: Path) -> None:
             f"[bold yellow]{path}: every training image is from camera {cameras.pop()}, so the avatar is seen from one "
             "side only and other views of it are guesses; train on a capture with several cameras for a whole head."
         )
+
+
+def _note_unseen_timesteps(split: str, timesteps: list[int], trained: list[int]) -> None:
+    """One line when ``split`` shows timesteps that no training image shows (VHAP's test split is the last ~30 % of
+    a sequence), saying what the avatar renders there."""
+    unseen = sorted(set(timesteps) - set(trained))
+    if not unseen:
+        return
+    CONSOLE.print(
+        f"The {split} split shows {len(unseen)} timestep(s) no training image shows ({unseen[0]}..{unseen[-1]}): the "
+        "avatar renders each with the code of the nearest trained frame, holding that frame's pose and expression, "
+        "so its scores there measure how far the performance moved on, not the recon's fit."
+    )
 
 
 def capture_fingerprint(data: Path) -> str | None:

@@ -60,6 +60,10 @@ class DemoConfig:
     """Frames of the performance."""
     resolution: int = 64
     """Image side of the capture, in pixels."""
+    width: Optional[int] = None
+    """Image width of a non-square capture (NeRSemble's exports are portrait, 550 x 802), pixels; None: square."""
+    height: Optional[int] = None
+    """Image height of a non-square capture, pixels; None: square. The head fills the shorter side."""
     recon_steps: int = 1500
     """Iterations of the recon (avatarstudio-recon-cpu)."""
     edit_steps: Optional[int] = None
@@ -78,6 +82,8 @@ def _avatar_settings(config: DemoConfig) -> dict:
     digest of the recon preset, so an avatar made by an older version of the model is not reused."""
     keys = ("num_cameras", "num_frames", "resolution", "recon_steps", "seed")
     settings = {key: getattr(config, key) for key in keys}
+    # Only when set, so that square demos made before these options existed are still reused.
+    settings |= {key: getattr(config, key) for key in ("width", "height") if getattr(config, key) is not None}
     settings["recon_settings"] = settings_digest(avatarstudio_recon_cpu.config, config.recon_steps)
     return settings
 
@@ -193,6 +199,8 @@ def run_demo(config: DemoConfig) -> dict:
                 num_cameras=config.num_cameras,
                 num_frames=config.num_frames,
                 resolution=config.resolution,
+                width=config.width,
+                height=config.height,
                 seed=config.seed,
             )
         )
