@@ -175,9 +175,10 @@ DEFAULT_PROMPT_SET = PromptSet(
         EditPrompt(
             "photo of a person with green eyes", ("eyes",), expected={"eye_color": "green"}, fidelity_regions=("iris",)
         ),
+        EditPrompt("photo of a person with red lips", ("lips",), expected={"lip_color": "red"}),
     )
 )
-"""Built-in prompts: hair, skin (a named tone and a colour no synth head has) and eyes."""
+"""Built-in prompts: hair, skin (a named tone and a colour no synth head has), eyes and lips."""
 
 
 # ------------------------------------------------------------------------------------------------------ files

@@ -88,9 +88,12 @@ SUITE_PROMPTS = PromptSet(
         DEFAULT_PROMPT_SET.find("photo of a person with dark skin"),
         EditPrompt("photo of a person with pale skin", ("skin",), expected={"skin_tone": "pale"}),
         DEFAULT_PROMPT_SET.find("photo of a person with green skin"),
+        DEFAULT_PROMPT_SET.find("photo of a person with green eyes"),
+        DEFAULT_PROMPT_SET.find("photo of a person with red lips"),
     )
 )
-"""Default prompts: three hair colours, two skin tones the synth knows and a skin colour no synth head has."""
+"""Default prompts: three hair colours, two skin tones the synth knows, a skin colour no synth head has, an eye
+colour and a lip colour (the small regions)."""
 
 TARGETS = {"psnr": 30.0, "hit": 0.9}
 """What an edit should reach: identity PSNR outside the target (dB) and the fraction of target pixels of the
@@ -108,7 +111,7 @@ class SuiteConfig:
     different identities can share one output folder; a last run over all of them writes the whole table."""
     prompts: Path | None = None
     """Prompt set file (JSON or YAML, see avatarstudio_ns/eval/prompt_set.py); default: blue, red and white hair,
-    dark, pale and green skin."""
+    dark, pale and green skin, green eyes, red lips."""
     preset: Literal["fast", "paper"] = "fast"
     """Edit preset, used unchanged: fast (avatarstudio-edit-fast, CPU) or paper (avatarstudio-edit)."""
     base_model: str = "builtin"
