@@ -54,6 +54,14 @@ def test_demo_writes_its_outputs_and_a_new_prompt_gets_its_own_edit(tmp_path):
     assert json.loads((root / "summary.json").read_text())["edit"] == first_edit
     assert _checkpoints(edits) == edit_checkpoints
 
+    # A new version of the base model in the same place (as when the built-in model is retrained): the avatar is
+    # reused, the edit and its personalisation are made anew instead of the old model's being taken (or refused).
+    write_small_model(model, SmallModelConfig.tiny(), seed=1)
+    run_demo(config)
+    assert json.loads((root / "summary.json").read_text())["edit"] != first_edit
+    assert _checkpoints(recon) == recon_checkpoints
+    assert len(list(root.glob("personalization-*"))) == 2
+
     # A different capture in the same folder would silently reuse the old avatar: refused, naming the fix.
     config.num_frames = 3
     with pytest.raises(ValueError, match="another --output"):

@@ -148,6 +148,11 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
     kept = S.run_suite(config)
     assert [r["psnr"] for r in kept["rows"]] == [r["psnr"] for r in rows]
 
+    # A new version of the base model under the same name (the built-in model retrained): its runs are not these.
+    write_small_model(S.Path(config.base_model), SmallModelConfig.tiny(), seed=1)
+    with pytest.raises(ValueError, match="base_weights"):
+        S.run_suite(config)
+
 
 def test_the_kept_suite_results_were_made_with_todays_settings():
     """benchmarks/results/edit_suite carries finished edits' scores to the next machine; they are reused only while
@@ -155,6 +160,7 @@ def test_the_kept_suite_results_were_made_with_todays_settings():
     throw away hours of runs. A change of what an edit does must move those results aside."""
     kept = S.Path(__file__).parents[1] / "benchmarks" / "results" / "edit_suite"
     config = S.SuiteConfig()
+    shipped = S.base_model_weights(config.base_model)
     prompts = {S.slug(p.prompt): p.prompt for p in S.SUITE_PROMPTS.prompts}
     records = sorted((kept / "runs").glob("*/*/*/suite_settings.json"))
     assert records, f"no kept runs under {kept}"
@@ -163,6 +169,8 @@ def test_the_kept_suite_results_were_made_with_todays_settings():
         recorded = json.loads(record.read_text())
         trainer = S.edit_config(prompts[slug], identity, config, kept)
         assert S.settings_digest(trainer, recorded["steps"]) == recorded["edit_settings"], record
+        # Made with the shipped built-in model: scores of another version's edits are not today's.
+        assert recorded["base_weights"] == shipped, record
     for capture in sorted((kept / "captures").glob("*.json")):
         recorded = json.loads(capture.read_text())
         digest = S.settings_digest(avatarstudio_recon_cpu.config, recorded["recon_steps"])

@@ -36,8 +36,8 @@ from avatarstudio_ns.eval.evaluate import (
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, load_prompt_set
 from avatarstudio_ns.eval.renders import orbit_path, render_rgb, write_video
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidanceConfig
-from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.scripts.runs import (
+    base_model_weights,
     check_settings,
     edit_run_config,
     edit_steps,
@@ -301,13 +301,14 @@ def comparison_frames(panels: dict[str, list[np.ndarray]], scale: int = 2, gap: 
     return frames
 
 
-def _check_run_settings(run: Path, config: AblationConfig, trainer, steps: int) -> None:
+def _check_run_settings(run: Path, config: AblationConfig, trainer, steps: int, base_weights: str) -> None:
     """Records the settings a run is made with; refuses to reuse or resume a run made with other settings (a changed
     preset included: ``edit_settings`` is a digest of the run's whole edit config)."""
     settings = {
         "edit_settings": settings_digest(trainer, steps),
         "preset": config.preset,
         "base_model": config.base_model,
+        "base_weights": base_weights,
         "steps": steps,
         "personalization_steps": config.personalization_steps,
         "seed": config.seed,
@@ -326,7 +327,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"{checkpoints}: no checkpoint; finish the recon first.")
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    load_diffusion(config.base_model, "cpu")  # fail now, not after the first hour of runs
+    base_weights = base_model_weights(config.base_model)  # fails now, not after the first hour of runs
     steps = edit_steps(config.preset, config.steps)
 
     runs: dict[str, dict[str, Path]] = {}
@@ -335,7 +336,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         for method in methods:
             trainer = edit_config(method, prompt.prompt, config, root)
             run = run_dir(root, slug(prompt.prompt), trainer.method_name, method.name)
-            _check_run_settings(run, config, trainer, steps)
+            _check_run_settings(run, config, trainer, steps, base_weights)
             CONSOLE.rule(f"{method.label}: {prompt.prompt}")
             if finished(run, steps):
                 CONSOLE.print(f"Reusing {run}")

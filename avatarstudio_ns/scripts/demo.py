@@ -7,7 +7,6 @@ there, so an interrupted demo continues where it stopped (nerfstudio runs resume
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,15 @@ from avatarstudio_ns.eval.evaluate import (
 )
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET
 from avatarstudio_ns.eval.renders import image_grid, orbit_path, render_rgb, side_by_side, write_video
-from avatarstudio_ns.guidance.loading import load_diffusion
-from avatarstudio_ns.scripts.runs import check_settings, edit_steps, finished, run_dir, settings_digest, train_run
+from avatarstudio_ns.scripts.runs import (
+    base_model_weights,
+    check_settings,
+    edit_steps,
+    finished,
+    run_dir,
+    settings_digest,
+    train_run,
+)
 from method_configs.edit import avatarstudio_edit_fast
 from method_configs.recon import avatarstudio_recon_cpu
 
@@ -124,18 +130,22 @@ def check_demo_folder(root: Path) -> None:
         )
 
 
-def demo_edit_config(config: DemoConfig, root: Path) -> tuple[TrainerConfig, int]:
+def demo_edit_config(config: DemoConfig, root: Path, base_weights: str) -> tuple[TrainerConfig, int]:
     """The fast edit preset with the demo's prompt, base model and personalisation folder, and the edit's length; the
-    preset is the single source of whatever the demo leaves unset (None)."""
+    preset is the single source of whatever the demo leaves unset (None).
+
+    Args:
+        config: The demo's options.
+        root: The demo folder.
+        base_weights: :func:`~avatarstudio_ns.scripts.runs.base_model_weights` of the base model.
+    """
     edit = copy.deepcopy(avatarstudio_edit_fast.config)
     edit.machine.seed = config.seed
     edit.pipeline.model.prompt = config.prompt or edit.pipeline.model.prompt
     edit.pipeline.guidance.base_model = config.base_model
-    # One personalisation folder per base model: another model's would otherwise be retrained over it.
-    folder = "personalization"
-    if config.base_model != "builtin":
-        folder += "-" + hashlib.sha1(config.base_model.encode()).hexdigest()[:8]
-    edit.pipeline.guidance.personalization_dir = root / folder
+    # One personalisation folder per base model's weights: another model's would be refused (the built-in model's
+    # name stays the same when a new version ships).
+    edit.pipeline.guidance.personalization_dir = root / f"personalization-{base_weights}"
     if config.personalization_steps is not None:
         edit.pipeline.personalization.steps = config.personalization_steps
     if config.identity_loss_mult is not None:
@@ -174,7 +184,9 @@ def run_demo(config: DemoConfig) -> dict:
     check_demo_folder(root)
     root.mkdir(parents=True, exist_ok=True)
     check_avatar_settings(root, config)
-    edit, steps = demo_edit_config(config, root)
+    # Fails before hours of work if the diffusion model cannot be loaded.
+    base_weights = base_model_weights(config.base_model)
+    edit, steps = demo_edit_config(config, root, base_weights)
     text = edit.pipeline.model.prompt
     try:
         prompt = DEFAULT_PROMPT_SET.find(text)
@@ -185,8 +197,6 @@ def run_demo(config: DemoConfig) -> dict:
             "but writes no scores (avatarstudio eval --prompt-set takes your own set).[/yellow]"
         )
     torch.manual_seed(config.seed)
-    # Fail before hours of work if the diffusion model cannot be loaded.
-    load_diffusion(config.base_model, "cpu")
 
     capture = root / "capture"
     CONSOLE.rule("1/4 synthetic capture")
@@ -215,8 +225,9 @@ def run_demo(config: DemoConfig) -> dict:
         train_run(recon, capture, root, config.recon_steps, load_dir=None)
 
     CONSOLE.rule("3/4 personalisation + VT-SDS edit (avatarstudio-edit-fast)")
-    # One run per prompt and edit settings: another prompt, or a changed preset, never reuses an old edit.
-    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", "demo-" + settings_digest(edit, steps))
+    # One run per prompt, edit settings and base model weights: another prompt, a changed preset or a new version of
+    # the built-in model never reuses an old edit.
+    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", f"demo-{settings_digest(edit, steps)}-{base_weights}")
     if finished(edit_run, steps):
         CONSOLE.print(f"Reusing the edit in {edit_run}")
     else:

@@ -33,9 +33,9 @@ from avatarstudio_ns.eval.evaluate import (
     pipeline_outputs,
 )
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet, load_prompt_set
-from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.scripts.ablate import TABLE_MEASURES, slug
 from avatarstudio_ns.scripts.runs import (
+    base_model_weights,
     check_settings,
     checkpoint_steps,
     edit_run_config,
@@ -333,7 +333,7 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
     steps = edit_steps(config.preset, config.edit_steps)
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    load_diffusion(config.base_model, "cpu")  # fail now, not after the first hour of runs
+    base_weights = base_model_weights(config.base_model)  # fails now, not after the first hour of runs
 
     rows = []
     for name in config.identities:
@@ -345,7 +345,12 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
             trainer = edit_config(prompt.prompt, name, config, root)
             method = trainer.method_name
             run = run_dir(root, name, method, slug(prompt.prompt))
-            record = {"edit_settings": settings_digest(trainer, steps), "base_model": config.base_model, "steps": steps}
+            record = {
+                "edit_settings": settings_digest(trainer, steps),
+                "base_model": config.base_model,
+                "base_weights": base_weights,
+                "steps": steps,
+            }
             check_settings(run / "suite_settings.json", record, run)
             if not finished(run, steps) and not scored_through(run, steps, config.settings):
                 CONSOLE.rule(f"{name}: {prompt.prompt}")
