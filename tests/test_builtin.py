@@ -29,7 +29,7 @@ from avatarstudio_ns.builtin.step_timing import estimate_minutes, measure_step_t
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes, train_builtin
 from avatarstudio_ns.builtin.unet_stage import UnetStageConfig
 from avatarstudio_ns.builtin.vae_init import colour_preserving_init
-from avatarstudio_ns.builtin.vae_stage import VaeStageConfig
+from avatarstudio_ns.builtin.vae_stage import VaeStageConfig, region_weights
 from avatarstudio_ns.data.synth import HeadAttributes
 from avatarstudio_ns.scripts.train_builtin import RESUME_EXIT_CODE, TrainBuiltinCommand
 
@@ -238,3 +238,17 @@ def test_step_timing_estimates_every_stage():
     minutes = estimate_minutes(cfg, times, probe_steps=10, eval_identities=2, prompts=3, inference_steps=2, cores=2)
     assert set(minutes) == {"renders", "vae", "latents", "unet", "evaluation", "total"}
     assert minutes["total"] == pytest.approx(sum(v for k, v in minutes.items() if k != "total"))
+
+
+def test_region_weights_give_rare_regions_more_weight_at_the_same_mean():
+    """The VAE's loss would otherwise barely see irises (0.08 % of the pixels): each label's weight is its
+    frequency^-p, with the mean weight per pixel kept at 1 so the loss keeps its scale."""
+    labels = torch.zeros(1, 100, 100, dtype=torch.uint8)
+    labels[0, :30] = 1  # a common region (30 %)
+    labels[0, 30, :10] = 5  # a rare one (0.1 %)
+    cfg = VaeStageConfig(region_balance=0.5, max_region_weight=1000.0)
+    w = region_weights(labels, cfg)
+    assert w[5] / w[1] == pytest.approx((0.3 / 0.001) ** 0.5, rel=1e-4)
+    assert w[labels.long()].mean() == pytest.approx(1.0, rel=1e-5)
+    assert torch.allclose(region_weights(labels, VaeStageConfig(region_balance=0.0))[labels.long()], torch.ones(1))
+    assert region_weights(labels, VaeStageConfig(max_region_weight=2.0)).max() <= 2.0

@@ -243,7 +243,8 @@ def _train_builtin(cfg: TrainBuiltinConfig, console: Console, sitting: Sitting, 
     t0 = time.monotonic()
     data = load_training_set(cfg, console, sitting)
     images = data.images()
-    vae = train_vae(images, cfg.model, cfg.vae, work, cfg.seed, console, sitting)
+    labels = torch.from_numpy(data.labels) if data.labels is not None else None
+    vae = train_vae(images, cfg.model, cfg.vae, work, cfg.seed, console, sitting, labels)
     if sitting.over() and not (work / "latents.pt").exists():
         raise sitting.stop("the VAE is trained; the latents are next")
     latents = encode_latents(vae, images, work, console)
