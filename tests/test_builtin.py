@@ -252,3 +252,16 @@ def test_region_weights_give_rare_regions_more_weight_at_the_same_mean():
     assert w[labels.long()].mean() == pytest.approx(1.0, rel=1e-5)
     assert torch.allclose(region_weights(labels, VaeStageConfig(region_balance=0.0))[labels.long()], torch.ones(1))
     assert region_weights(labels, VaeStageConfig(max_region_weight=2.0)).max() <= 2.0
+
+
+def test_a_work_folder_is_not_continued_with_other_training_settings(tmp_path, tiny_renders):
+    """A finished VAE used to be reused whatever the VAE settings now said (a changed loss trained nothing)."""
+    cfg = _tiny_config(_work(tmp_path, "work", tiny_renders))
+    train_builtin(cfg)
+    changed = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, region_balance=0.0))
+    with pytest.raises(ValueError, match=r"vae.region_balance: 0.5 -> 0.0.*another --work-dir"):
+        train_builtin(changed)
+    # A longer UNet run continues the same one.
+    longer = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, steps=6))
+    train_builtin(longer)
+    assert torch.load(cfg.work_dir / "unet.ckpt", weights_only=True)["step"] == 6

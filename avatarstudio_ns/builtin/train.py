@@ -238,9 +238,71 @@ def read_sittings(work: Path) -> list[dict]:
     return records
 
 
+RUN_LENGTH_FIELDS = {
+    "unet": ("steps", "max_minutes", "checkpoint_every", "log_every"),
+    "vae": ("checkpoint_every", "log_every"),
+}
+"""Fields that do not change the weights trained so far: the UNet's length (its learning rate is constant after the
+warm-up, so a longer run continues the same one) and how often a stage checkpoints and logs."""
+
+
+def stage_settings(cfg: TrainBuiltinConfig) -> dict:
+    """What decides the weights in a work folder: sizes, VAE and UNet training (but ``RUN_LENGTH_FIELDS``) and the
+    seed. The renders have their own check (their cache's fingerprint)."""
+    settings = {"model": dataclasses.asdict(cfg.model), "seed": cfg.seed}
+    for stage in ("vae", "unet"):
+        fields = dataclasses.asdict(getattr(cfg, stage))
+        settings[stage] = {k: v for k, v in fields.items() if k not in RUN_LENGTH_FIELDS[stage]}
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    """``{"vae": {"lr": 1}}`` as ``{"vae.lr": 1}``."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_stage_settings(cfg: TrainBuiltinConfig, console: Console) -> None:
+    """Records the settings a work folder's stages are trained with; refuses to continue one trained with others.
+
+    Without this, a changed VAE loss (say) found the finished VAE of the old settings and reused it silently.
+
+    Raises:
+        ValueError: naming what changed and the fix.
+    """
+    work = Path(cfg.work_dir)
+    record = work / "settings.json"
+    settings = stage_settings(cfg)
+    if not record.is_file():
+        if (work / "vae.ckpt").exists() or (work / "vae").exists():
+            console.log(
+                f"[yellow]{work} has no record of its settings (made by an older version): its stages are "
+                "taken as trained with these.[/yellow]"
+            )
+        atomic_write_text(record, json.dumps(settings, indent=2) + "\n")
+        return
+    before = json.loads(record.read_text(encoding="utf-8"))
+    if before == settings:
+        return
+    old, new = _flatten(before), _flatten(settings)
+    changed = [
+        f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
+    ]
+    raise ValueError(
+        f"{work} was trained with other settings ({'; '.join(changed)}); give another --work-dir (copy its data_train/ "
+        "there to keep the renders), or delete its vae*, latents.pt and unet.ckpt to retrain with these."
+    )
+
+
 def _train_builtin(cfg: TrainBuiltinConfig, console: Console, sitting: Sitting, record: dict) -> Path:
     work = Path(cfg.work_dir)
     t0 = time.monotonic()
+    check_stage_settings(cfg, console)
     data = load_training_set(cfg, console, sitting)
     images = data.images()
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
