@@ -24,7 +24,7 @@ from avatarstudio_ns.builtin.head_images import (
 from avatarstudio_ns.builtin.probe import PROBED, ProbeConfig
 from avatarstudio_ns.builtin.sample_accuracy import SEEN_PROMPTS, EvalConfig, evaluate_builtin
 from avatarstudio_ns.builtin.sitting import Sitting, SittingOver
-from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_vae
+from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_scheduler, build_vae
 from avatarstudio_ns.builtin.step_timing import estimate_minutes, measure_step_times
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes, train_builtin
 from avatarstudio_ns.builtin.unet_stage import UnetStageConfig
@@ -265,3 +265,45 @@ def test_a_work_folder_is_not_continued_with_other_training_settings(tmp_path, t
     longer = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, steps=6))
     train_builtin(longer)
     assert torch.load(cfg.work_dir / "unet.ckpt", weights_only=True)["step"] == 6
+
+
+def test_a_setting_added_later_at_its_default_continues_an_older_folder(tmp_path, tiny_renders):
+    """A folder recorded before a setting existed was trained as the setting's default says; another value is not."""
+    cfg = _tiny_config(_work(tmp_path, "work", tiny_renders))
+    train_builtin(cfg)
+    record = cfg.work_dir / "settings.json"
+    settings = json.loads(record.read_text())
+    del settings["model"]["zero_terminal_snr"]
+    record.write_text(json.dumps(settings))
+    longer = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, steps=5))
+    train_builtin(longer)
+    assert json.loads(record.read_text())["model"]["zero_terminal_snr"] is False
+    record.write_text(json.dumps(settings))
+    zero_snr = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, prediction_type="v_prediction", zero_terminal_snr=True)
+    )
+    with pytest.raises(ValueError, match=r"model.zero_terminal_snr: False -> True"):
+        train_builtin(zero_snr)
+
+
+def test_zero_terminal_snr_trains_v_prediction_and_samples_from_pure_noise(tmp_path, tiny_renders):
+    model = dataclasses.replace(
+        SmallModelConfig.tiny(words=builtin_sizes().words), prediction_type="v_prediction", zero_terminal_snr=True
+    )
+    scheduler = build_scheduler(model)
+    assert float(scheduler.alphas_cumprod[-1]) == 0.0
+    weights = unet_stage._snr_weight(scheduler, torch.tensor([0, 500, 999]), 5.0)
+    assert torch.isfinite(weights).all() and float(weights[-1]) == 1.0 and float(weights[0]) < 0.1
+    with pytest.raises(ValueError, match="v_prediction"):
+        build_scheduler(dataclasses.replace(model, prediction_type="epsilon"))
+
+    cfg = dataclasses.replace(_tiny_config(_work(tmp_path, "work", tiny_renders)), model=model)
+    out = train_builtin(cfg)
+    pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None, requires_safety_checker=False)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.scheduler.config.rescale_betas_zero_snr and pipe.scheduler.config.timestep_spacing == "trailing"
+    pipe.scheduler.set_timesteps(2)
+    assert int(pipe.scheduler.timesteps[0]) == 999
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("photo of a person with blue hair", num_inference_steps=2, height=32, width=32, output_type="np")
+    assert np.isfinite(image.images).all()

@@ -30,6 +30,12 @@ class SmallModelConfig:
     """Image side in pixels the model works at."""
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     """What the UNet predicts (written into the scheduler config, as diffusers does)."""
+    zero_terminal_snr: bool = False
+    """Rescale the betas so that the last timestep is pure noise (Lin et al. 2024; diffusers'
+    ``rescale_betas_zero_snr``), sampled with "trailing" timesteps so that sampling starts there. Stable Diffusion's
+    schedule leaves 7 % of the image in its noisiest latent: a model trained on it reads the layout from that
+    remnant, and pure noise (where sampling starts) then reads as a head of one colour, seen from the side or
+    behind (docs/builtin_model.md). Needs ``v_prediction``: the noise is not predictable from pure noise."""
     vae_channels: tuple[int, ...] = (32, 64, 64)
     """VAE block widths; the latent is ``2 ** (len - 1)`` times smaller than the image."""
     vae_layers_per_block: int = 1
@@ -148,7 +154,17 @@ def build_text_encoder(cfg: SmallModelConfig, vocab_size: int, bos_id: int, eos_
 
 
 def build_scheduler(cfg: SmallModelConfig) -> DDPMScheduler:
-    """Stable Diffusion's noise schedule (scaled-linear betas) with the configured prediction type."""
+    """Stable Diffusion's noise schedule (scaled-linear betas) with the configured prediction type, rescaled to
+    zero terminal SNR if the config says so.
+
+    Raises:
+        ValueError: zero terminal SNR with epsilon prediction.
+    """
+    if cfg.zero_terminal_snr and cfg.prediction_type != "v_prediction":
+        raise ValueError(
+            "--model.zero-terminal-snr needs --model.prediction-type v_prediction: at the last timestep the latent is "
+            "pure noise, so predicting the noise there teaches nothing."
+        )
     return DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_start=0.00085,
@@ -156,6 +172,8 @@ def build_scheduler(cfg: SmallModelConfig) -> DDPMScheduler:
         beta_schedule="scaled_linear",
         clip_sample=False,
         prediction_type=cfg.prediction_type,
+        rescale_betas_zero_snr=cfg.zero_terminal_snr,
+        timestep_spacing="trailing" if cfg.zero_terminal_snr else "leading",
         steps_offset=1,
     )
 

@@ -290,9 +290,15 @@ def check_stage_settings(cfg: TrainBuiltinConfig, console: Console) -> None:
     if before == settings:
         return
     old, new = _flatten(before), _flatten(settings)
+    # A setting added after the record was written, at its default, is what the folder was trained with.
+    defaults = _flatten(stage_settings(TrainBuiltinConfig()))
+    old |= {k: defaults[k] for k in new.keys() - old.keys() if k in defaults}
     changed = [
         f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
     ]
+    if not changed:
+        atomic_write_text(record, json.dumps(settings, indent=2) + "\n")
+        return
     raise ValueError(
         f"{work} was trained with other settings ({'; '.join(changed)}); give another --work-dir (copy its data_train/ "
         "there to keep the renders), or delete its vae*, latents.pt and unet.ckpt to retrain with these."

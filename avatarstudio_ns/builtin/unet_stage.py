@@ -1,10 +1,10 @@
 """Stage 2 of the built-in model: the UNet and the CLIP text encoder, trained together on cached latents.
 
-The loss is Stable Diffusion's: predict the noise added to a latent at a uniform random timestep, given the
-caption's embedding, with Min-SNR-5 weighting (Hang et al. 2023), which converges several times faster for
-small budgets. A tenth of the captions are replaced by the empty prompt so that the same network gives the
-unconditional prediction classifier-free guidance needs. An exponential moving average of the weights is
-what gets shipped.
+The loss is Stable Diffusion's: predict the noise added to a latent at a uniform random timestep (or v, when the
+model is configured for it), given the caption's embedding, with Min-SNR-5 weighting (Hang et al. 2023), which
+converges several times faster for small budgets. A tenth of the captions are replaced by the empty prompt so that
+the same network gives the unconditional prediction classifier-free guidance needs. An exponential moving average
+of the weights is what gets shipped.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from avatarstudio_ns.builtin.checkpoint import load_state, save_state
 from avatarstudio_ns.builtin.head_images import CaptionConfig, HeadImages, training_caption
 from avatarstudio_ns.builtin.progress import StageProgress
 from avatarstudio_ns.builtin.sitting import Sitting
+from avatarstudio_ns.guidance.prediction import training_target
 
 
 @dataclass
@@ -48,7 +49,8 @@ class UnetStageConfig:
     captions: CaptionConfig = field(default_factory=CaptionConfig)
     """Which attributes a training caption names."""
     min_snr_gamma: float = 5.0
-    """Min-SNR loss weighting: weight min(SNR, gamma) / SNR for epsilon prediction; 0 disables it."""
+    """Min-SNR loss weighting: weight min(SNR, gamma) / SNR for epsilon prediction, min(SNR + 1, gamma) / (SNR + 1)
+    for v prediction; 0 disables it."""
     ema_decay: float = 0.995
     """Largest EMA decay; early on the decay is (1 + step) / (10 + step), so the average warms up quickly."""
     checkpoint_every: int = 100
@@ -95,10 +97,19 @@ class _Tokens:
 
 
 def _snr_weight(scheduler: DDPMScheduler, timesteps: Tensor, gamma: float) -> Tensor:
-    if gamma <= 0:
-        return torch.ones(timesteps.shape)
+    """Min-SNR weight of each item's loss in the prediction's own space.
+
+    Measured on the clean latent, the loss of an epsilon prediction is SNR times its error and that of a v
+    prediction (SNR + 1) times; Min-SNR caps that factor at ``gamma``. For v the cap applies to SNR + 1, so the
+    noisiest timesteps, where the layout is decided, keep weight 1 (SNR / (SNR + 1) would give the pure-noise
+    timestep of a zero-terminal-SNR schedule no weight at all).
+    """
     alphabar = scheduler.alphas_cumprod[timesteps]
     snr = alphabar / (1.0 - alphabar)
+    if scheduler.config.prediction_type == "v_prediction":
+        snr = snr + 1.0
+    if gamma <= 0:
+        return torch.ones(timesteps.shape)
     return snr.clamp_max(gamma) / snr
 
 
@@ -161,6 +172,7 @@ def train_unet(
     tokens = _Tokens(tokenizer)
     mean, std, scale = latents["mean"], latents["std"], float(latents["scaling_factor"])
     num_t = scheduler.config.num_train_timesteps
+    alphabar = scheduler.alphas_cumprod
     unet.train()
     text_encoder.train()
     budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
@@ -186,7 +198,8 @@ def train_unet(
             noisy = scheduler.add_noise(z0, noise, timesteps)
             embeddings = text_encoder(tokens(captions))[0]
             pred = unet(noisy, timesteps, embeddings).sample
-            per_item = (pred - noise).square().mean(dim=(1, 2, 3))
+            target = training_target(z0, noise, alphabar[timesteps], scheduler.config.prediction_type)
+            per_item = (pred - target).square().mean(dim=(1, 2, 3))
             loss = (per_item * _snr_weight(scheduler, timesteps, cfg.min_snr_gamma)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
