@@ -100,9 +100,9 @@ def _render_rays(model, ray_bundle) -> torch.Tensor:
         return model.get_outputs_for_camera_ray_bundle(ray_bundle.reshape((1, -1)))["rgb"].reshape(-1, 3)
 
 
-def test_the_edits_first_keyframe_render_is_the_recons_render_as_ns_eval_makes_it(recon, tmp_path):
-    """Loading the recon into the edit must keep its sampling state (nerfstudio's load at step 0 reset the proposal
-    weighting to uniform resampling, so the edit trained on other images than the recon renders)."""
+def _keyframe_edit(recon, tmp_path):
+    """The fast preset's edit pipeline loaded from the recon with its keyframes chosen (no diffusion model loaded),
+    and the recon as ns-eval loads it."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     from avatarstudio_ns.data.keyframes import avatar_keyframes
@@ -123,13 +123,46 @@ def test_the_edits_first_keyframe_render_is_the_recons_render_as_ns_eval_makes_i
     keyframes = avatar_keyframes(codes, datamanager.train_dataset, datamanager.eval_dataset, config.pipeline.keyframes)
     datamanager.set_keyframes(keyframes)
     _, recon_pipeline, _, _ = eval_setup(recon_config.get_base_dir() / "config.yml", test_mode="inference")
+    return pipeline, keyframes, recon_pipeline.model
+
+
+def test_the_edits_first_keyframe_render_is_the_recons_render_as_ns_eval_makes_it(recon, tmp_path):
+    """Loading the recon into the edit must keep its sampling state (nerfstudio's load at step 0 reset the proposal
+    weighting to uniform resampling, so the edit trained on other images than the recon renders)."""
+    pipeline, keyframes, recon_model = _keyframe_edit(recon, tmp_path)
+    datamanager = pipeline.datamanager
     pipeline.model.eval()  # no stratified jitter: the sampling state alone decides the render
     for _ in keyframes:
         ray_bundle, batch = datamanager.next_train(0)
         camera = datamanager.keyframe_camera(batch["keyframe_index"])
         with torch.no_grad():
-            expected = recon_pipeline.model.get_outputs_for_camera(camera)["rgb"].reshape(-1, 3)
+            expected = recon_model.get_outputs_for_camera(camera)["rgb"].reshape(-1, 3)
         assert torch.allclose(_render_rays(pipeline.model, ray_bundle), expected, atol=1e-5)
+
+
+def test_edit_steps_render_keyframes_as_ns_eval_and_keep_their_samples(recon, tmp_path):
+    """A training render of a keyframe is the evaluation render, on every visit, whether its samples were kept or
+    not; only the colour is trained through it."""
+    pipeline, keyframes, recon_model = _keyframe_edit(recon, tmp_path)
+    datamanager, model = pipeline.datamanager, pipeline.model
+    model.train()
+    for budget in (1024.0, 0.0):
+        model.config.keyframe_geometry_cache_mb = budget
+        for _ in range(2 * len(keyframes)):
+            ray_bundle, batch = datamanager.next_train(0)
+            camera = datamanager.keyframe_camera(batch["keyframe_index"])
+            with torch.no_grad():
+                expected = recon_model.get_outputs_for_camera(camera)["rgb"].reshape(-1, 3)
+            outputs = model.keyframe_outputs(ray_bundle, batch["keyframe_index"])
+            assert torch.allclose(outputs["rgb"].detach(), expected, atol=1e-5)
+        assert len(model._keyframe_geometry) == (len(keyframes) if budget else 0)
+        model._keyframe_geometry.clear()
+    outputs["rgb"].sum().backward()
+    trained = {id(p) for group in model.get_param_groups().values() for p in group}
+    for name, parameter in model.named_parameters():
+        has_gradient = parameter.grad is not None and bool(parameter.grad.abs().sum() > 0)
+        assert not has_gradient or id(parameter) in trained, name
+    assert any(p.grad is not None for p in model.appearance.mlp_head.parameters())
 
 
 def test_an_edit_reloaded_as_ns_eval_does_renders_what_it_trained_on(edited):

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Literal, Mapping, Type
 import torch
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from torch import Tensor
 from torch.nn import Parameter
@@ -42,9 +43,21 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     skin and whole-head prompts. Off: everywhere (a skin edit then barely moves; docs/edit_settings.md)."""
     region_resolution: int = 32
     """Voxels per side of the canonical grid that holds the edit region (``--pipeline.region`` finds it)."""
+    keyframe_geometry_cache_mb: float = 1024.0
+    """Memory for keeping each keyframe's ray samples between steps (their canonical positions, density features and
+    weights). While the geometry is frozen (``trainable`` other than "all") a keyframe's samples never change, so an
+    edit step then only evaluates the colour; keyframes beyond this budget are sampled again at each visit, with
+    the same result. About 14 MB per 64 x 48 keyframe."""
     entropy_loss_mult: float = 1e-3
     """Weight of the binary entropy of each ray's opacity (METHOD Eq. 9): keeps an edit that changes the geometry
     from fogging the background or thinning the surface (constant when the geometry is kept)."""
+
+
+def _nbytes(geometry: dict[str, Any]) -> int:
+    """Bytes of the tensors in a :meth:`AvatarReconModel.sample_geometry` result."""
+    tensors = [v for v in geometry.values() if isinstance(v, Tensor)]
+    tensors += [v for v in geometry["outputs"].values() if isinstance(v, Tensor)]
+    return sum(v.numel() * v.element_size() for v in tensors)
 
 
 class AvatarEditModel(AvatarReconModel):
@@ -73,6 +86,7 @@ class AvatarEditModel(AvatarReconModel):
         self.edit_region = EditRegion(self.scene_box.aabb, self.config.region_resolution)
         for module in frozen:
             module.requires_grad_(False)
+        self._keyframe_geometry: dict[int, dict[str, Any]] = {}
         # The recon's step at which the edit started: the proposals' sampling state is the recon's there (saved with
         # the edit, so ns-eval / ns-render of the edit sample as the edit trained).
         self.register_buffer("recon_step", torch.zeros((), dtype=torch.long))
@@ -90,6 +104,39 @@ class AvatarEditModel(AvatarReconModel):
         0) would render other images than the recon's own.
         """
         super().update_to_step(int(self.recon_step))
+
+    def keyframe_outputs(self, ray_bundle: RayBundle, keyframe_index: int) -> dict[str, Any]:
+        """Renders a keyframe for an edit step.
+
+        With the geometry frozen, the keyframe's samples are those an evaluation render takes (no stratified
+        jitter: the edit trains on the image ns-eval renders) and are kept for the next visit within
+        ``keyframe_geometry_cache_mb``; only the colour is evaluated again. The paper's "all" trains the density,
+        so every step samples afresh there.
+        """
+        if self.config.trainable == "all":
+            return self(ray_bundle)
+        geometry = self._keyframe_geometry.get(keyframe_index)
+        if geometry is None or geometry["canonical"].shape[0] != len(ray_bundle):
+            geometry = self._fixed_geometry(ray_bundle)
+            used = sum(_nbytes(g) for g in self._keyframe_geometry.values())
+            if used + _nbytes(geometry) <= self.config.keyframe_geometry_cache_mb * 2**20:
+                self._keyframe_geometry[keyframe_index] = geometry
+        return self.render_colours(geometry)
+
+    @torch.no_grad()
+    def _fixed_geometry(self, ray_bundle: RayBundle) -> dict[str, Any]:
+        """The frozen geometry's samples of ``ray_bundle``, taken as in evaluation (no jitter), without what only
+        the recon's losses read (the proposals' samples, the deformation offsets)."""
+        sampling = self.proposal_sampler.training
+        self.proposal_sampler.train(False)
+        try:
+            # As Model.forward does before get_outputs: the near and far bounds.
+            geometry = self.sample_geometry(self.collider(ray_bundle) if self.collider is not None else ray_bundle)
+        finally:
+            self.proposal_sampler.train(sampling)
+        for name in ("weights_list", "ray_samples_list", "offsets"):
+            geometry["outputs"].pop(name, None)
+        return geometry
 
     def sample_colours(
         self,
@@ -159,6 +206,7 @@ class AvatarEditModel(AvatarReconModel):
         for prefix, (source, module) in copies.items():
             if module is not None and not any(key.startswith(prefix) for key in state):
                 state.update({prefix + k[len(source) :]: v for k, v in state_dict.items() if k.startswith(source)})
+        self._keyframe_geometry.clear()
         state.setdefault("recon_step", self.recon_step.clone())
         for key, value in self.edit_region.state_dict().items():
             state.setdefault("edit_region." + key, value.clone())

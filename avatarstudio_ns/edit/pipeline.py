@@ -11,7 +11,6 @@ from typing import Any, Dict, List, Optional, Tuple, Type
 import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
-from nerfstudio.models.base_model import Model
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
@@ -25,7 +24,7 @@ from avatarstudio_ns.data.keyframes import (
     keyframe_foregrounds,
     keyframe_images,
 )
-from avatarstudio_ns.edit.model import AvatarEditModelConfig
+from avatarstudio_ns.edit.model import AvatarEditModel, AvatarEditModelConfig
 from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
 from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
@@ -176,7 +175,7 @@ class AvatarEditPipeline(VanillaPipeline):
 
 
 def keyframe_losses(
-    model: Model, guidance, ray_bundle: RayBundle, batch: Dict[str, Any], step: int, total_steps: int
+    model: AvatarEditModel, guidance, ray_bundle: RayBundle, batch: Dict[str, Any], step: int, total_steps: int
 ) -> Tuple[Dict[str, Any], Dict[str, Tensor], Dict[str, Any]]:
     """One edit step's outputs, losses and diagnostics: ``model`` renders a whole keyframe image from ``ray_bundle``
     and ``guidance`` scores it; the model adds its own losses (entropy, identity).
@@ -189,7 +188,7 @@ def keyframe_losses(
         step: The training step (the timestep annealing follows it).
         total_steps: The run's length.
     """
-    outputs = model(ray_bundle)
+    outputs = model.keyframe_outputs(ray_bundle, batch["keyframe_index"])
     height, width = batch["image_height"], batch["image_width"]
     image = outputs["rgb"].reshape(height, width, 3).permute(2, 0, 1)[None]
     # The accumulation frames the square the diffusion model sees on the head (the whole head, whatever the

@@ -345,6 +345,12 @@ class AvatarReconModel(Model):
 
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, Any]:
         """Renders rgb, accumulation, depth (and normals outside training) for a flat bundle of rays."""
+        return self.render_colours(self.sample_geometry(ray_bundle))
+
+    def sample_geometry(self, ray_bundle: RayBundle) -> dict[str, Any]:
+        """Everything of a render that the canonical appearance's colour does not change: the samples along each
+        ray (through the proposals), their canonical positions, density features and weights, and the outputs made
+        from the weights alone (accumulation, depths, normals). :meth:`render_colours` finishes the render."""
         codes = self.frame_codes(self.get_ray_times(ray_bundle))
         # nerfstudio's sampler calls density_fn(positions) without times: bind this bundle's codes.
         density_fns = [
@@ -354,7 +360,6 @@ class AvatarReconModel(Model):
         ray_samples: RaySamples
         ray_samples, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=density_fns)
 
-        directions = ray_samples.frustums.directions
         # Normals outside training only (viewer, ns-render, ns-export, which probes for them with gradients on).
         compute_normals = self.config.eval_normals and not self.training
         with torch.enable_grad() if compute_normals else contextlib.nullcontext():
@@ -370,30 +375,16 @@ class AvatarReconModel(Model):
                     grad_outputs=torch.ones_like(self.appearance._density_before_activation),
                 )[0]
                 density, geo_features = density.detach(), geo_features.detach()
-        appearance_codes = codes.unsqueeze(-2) if self.config.appearance_sees_code else None
-        sample_outputs = self.sample_colours(canonical, geo_features, directions, appearance_codes)
-        rgb_samples = sample_outputs.pop("rgb")
-
         weights = ray_samples.get_weights(density)
         weights_list.append(weights)
         ray_samples_list.append(ray_samples)
-
-        rgb = self.renderer_rgb(rgb=rgb_samples, weights=weights)
         with torch.no_grad():
             depth = self.renderer_depth(weights=weights, ray_samples=ray_samples)
         outputs: dict[str, Any] = {
-            "rgb": rgb,
             "accumulation": self.renderer_accumulation(weights=weights),
             "depth": depth,
             "expected_depth": self.renderer_expected_depth(weights=weights, ray_samples=ray_samples),
         }
-        # Further per-sample quantities: colours ("rgb_...", e.g. the edit's original appearance) are rendered like rgb,
-        # anything else (e.g. the edit's region) like the accumulation.
-        for name, value in sample_outputs.items():
-            if name.startswith("rgb"):
-                outputs[name] = self.renderer_rgb(rgb=value, weights=weights)
-            else:
-                outputs[name] = torch.sum(weights * value, dim=-2)
         if compute_normals:
             normals = -torch.nn.functional.normalize(gradient, dim=-1)
             rendered = torch.sum(weights.detach() * normals, dim=-2)
@@ -404,6 +395,29 @@ class AvatarReconModel(Model):
             outputs["offsets"] = offsets
         for i in range(self.config.num_proposal_iterations):
             outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
+        return {
+            "canonical": canonical,
+            "geo_features": geo_features,
+            "directions": ray_samples.frustums.directions,
+            "appearance_codes": codes.unsqueeze(-2) if self.config.appearance_sees_code else None,
+            "weights": weights,
+            "outputs": outputs,
+        }
+
+    def render_colours(self, geometry: dict[str, Any]) -> dict[str, Any]:
+        """The render's outputs: those of :meth:`sample_geometry` with the colours of its samples composited."""
+        sample_outputs = self.sample_colours(
+            geometry["canonical"], geometry["geo_features"], geometry["directions"], geometry["appearance_codes"]
+        )
+        weights = geometry["weights"]
+        outputs = {"rgb": self.renderer_rgb(rgb=sample_outputs.pop("rgb"), weights=weights), **geometry["outputs"]}
+        # Further per-sample quantities: colours ("rgb_...", e.g. the edit's original appearance) are rendered like rgb,
+        # anything else (e.g. the edit's region) like the accumulation.
+        for name, value in sample_outputs.items():
+            if name.startswith("rgb"):
+                outputs[name] = self.renderer_rgb(rgb=value, weights=weights)
+            else:
+                outputs[name] = torch.sum(weights * value, dim=-2)
         return outputs
 
     def sample_colours(
