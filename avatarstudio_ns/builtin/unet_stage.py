@@ -104,12 +104,12 @@ def _snr_weight(scheduler: DDPMScheduler, timesteps: Tensor, gamma: float) -> Te
     noisiest timesteps, where the layout is decided, keep weight 1 (SNR / (SNR + 1) would give the pure-noise
     timestep of a zero-terminal-SNR schedule no weight at all).
     """
+    if gamma <= 0:
+        return torch.ones(timesteps.shape)
     alphabar = scheduler.alphas_cumprod[timesteps]
     snr = alphabar / (1.0 - alphabar)
     if scheduler.config.prediction_type == "v_prediction":
         snr = snr + 1.0
-    if gamma <= 0:
-        return torch.ones(timesteps.shape)
     return snr.clamp_max(gamma) / snr
 
 

@@ -193,7 +193,7 @@ def train_vae(
             l1 = error.mean()
             kl = posterior.kl().mean() / x[0].numel()
             if weights is None:
-                loss = l1 + (recon - x).square().mean() + cfg.kl_weight * kl
+                loss = l1 + error.square().mean() + cfg.kl_weight * kl
             else:
                 loss = (weights[lab.long()][:, None] * (error + error.square())).mean() + cfg.kl_weight * kl
             optimizer.zero_grad(set_to_none=True)
