@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,11 +25,14 @@ from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.scripts.fault_commands import make_inputs, suite_commands
 from avatarstudio_ns.scripts.faults import (
     ChainReport,
+    Command,
     Event,
     ForkServer,
+    Run,
     broken_files,
     read_before_rewrite,
     report_table,
+    run_chain,
     run_chains,
 )
 
@@ -122,3 +126,26 @@ def test_the_dataset_update_guidance_resumes_with_the_edits_it_had_made(tiny_mod
     for guidance in (uninterrupted, resumed):
         guidance(render, [1], step=1, total_steps=3)
     assert torch.equal(resumed.targets[1], uninterrupted.targets[1])  # the same noise drawn for the next edit
+
+
+def test_a_time_fault_that_a_fast_rerun_outlives_is_injected_into_the_same_start_again(tmp_path):
+    """A rerun can take less time than the reference start that planned its time fault (which paid for first imports
+    and cold caches); such a start is run again from the folder as it was, killed at the same fraction of its own
+    duration, so the fault is injected, not reported missing."""
+    starts = []
+
+    def run(program, args, root, log, trace, fault=None, timeout=900.0) -> Run:
+        """A command that writes one file after 2 s on its first start and after 0.4 s on every later one."""
+        seconds = 2.0 if not starts else 0.4
+        starts.append(fault)
+        if fault is not None and fault.kind == "time" and fault.delay < seconds:
+            return Run(list(args), -9, fault.delay, [], Path(log))
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / "result.txt").write_text("done")
+        return Run(list(args), 0, seconds, [], Path(log))
+
+    command = Command("example", "avatarstudio", lambda folder: [str(folder)], plan=(0.5,))
+    report = run_chain(command, tmp_path / "run", run)
+    assert report.finished and report.equal, report.describe()
+    assert report.injected == report.planned == 1, report.describe()
+    assert [f.delay if f else None for f in starts] == [None, 1.0, 0.2, None]

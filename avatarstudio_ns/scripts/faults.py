@@ -328,6 +328,8 @@ class Fault:
     nth: int = 1
     label: str = ""
     """What the fault stands for, for the report ("a checkpoint write")."""
+    fraction: float | None = None
+    """For a time fault: the share of what was left of the run at which it strikes."""
 
     def describe(self) -> str:
         """One line for the report."""
@@ -910,7 +912,7 @@ def pick_fault(
         fraction = float(rng.uniform(0.1, 0.6)) if spec == "time" else float(spec)
         done = units[frontier][2] if frontier >= 0 else 0.0
         left = max(reference.seconds - done, 0.5)
-        return Fault("time", delay=fraction * left, label=f"{fraction:.0%} of what was left"), ""
+        return Fault("time", delay=fraction * left, label=f"{fraction:.0%} of what was left", fraction=fraction), ""
     patterns = {"checkpoint": command.checkpoints, "cache": command.caches, "write": ()}[spec]
     later = [(pattern, final) for pattern, final, _ in units[frontier + 1 :] if not exists(final)]
     candidates = list(
@@ -923,6 +925,41 @@ def pick_fault(
     if not candidates:
         return None, f"{FAULT_KINDS[spec]}: the reference run wrote nothing after what is there now"
     return Fault("write", pattern=candidates[int(rng.integers(len(candidates)))], nth=1, label=label), ""
+
+
+def _run_start(
+    command: Command,
+    args: Sequence[str],
+    folder: Path,
+    logs: Path,
+    index: int,
+    run: Runner,
+    fault: Fault | None,
+    timeout: float,
+) -> Run:
+    """One start of a chain. A time fault is planned from the reference's duration, and a rerun can be faster than
+    that (the reference's start paid for first imports and cold caches): when the start finishes before its fault,
+    the folder is put back as it was and the start runs again, killed at the same fraction of the finished start's
+    own duration."""
+    backup = folder.with_name(folder.name + ".before_start")
+    if fault is not None and fault.kind == "time":
+        shutil.rmtree(backup, ignore_errors=True)
+        shutil.copytree(folder, backup, symlinks=True)
+    try:
+        for attempt in range(2):
+            result = run(
+                command.program, args, folder, logs / f"run{index}.log", logs / f"run{index}.trace", fault, timeout
+            )
+            if fault is None or fault.kind != "time" or result.killed or result.returncode != 0 or attempt:
+                return result
+            fraction = fault.fraction if fault.fraction is not None else 0.5
+            label = f"{fraction:.0%} of a start that took {result.seconds:.1f} s"
+            fault = dataclasses.replace(fault, delay=fraction * result.seconds, label=label)
+            shutil.rmtree(folder)
+            shutil.copytree(backup, folder, symlinks=True)
+        return result
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def run_chain(
@@ -980,9 +1017,7 @@ def run_chain(
             if fault is None:
                 report.not_injected.append(why)
         current = args if index == 0 or command.rerun is None else command.rerun(folder, args)
-        result = run(
-            command.program, current, folder, logs / f"run{index}.log", logs / f"run{index}.trace", fault, timeout
-        )
+        result = _run_start(command, current, folder, logs, index, run, fault, timeout)
         if pending is not None:
             pending.read_broken = read_before_rewrite([*pending.broken, *pending.temporary], result.trace)
             pending.next_exit = result.returncode
