@@ -1,4 +1,4 @@
-"""Region IoU of the edit region per prompt on a reconstructed synth avatar, without training an edit.
+"""Region IoU, precision and recall of the edit region per prompt on a reconstructed synth avatar, no edit trained.
 
 For each prompt, the edit preset's region settings find the region on the avatar's keyframes exactly as an edit's
 first step does (``fit_edit_region``); the region is then looked up at the rendered surface of evaluation views and
@@ -89,9 +89,25 @@ class RegionIoU:
             fit_edit_region(pipeline.model, cameras, base, prompt, self.region)
             region = (pipeline.model.edit_region(positions)[..., 0] * head).numpy()
             labels = views.resized(*region.shape[1:3]).labels
-            iou = M.region_iou(region, M.region_mask(labels, entry.regions), labels != 0)
-            results[prompt] = {"regions": list(entry.regions), "iou": iou, "seconds": time.perf_counter() - start}
-            print(f"{prompt}: region IoU {iou:.3f} ({', '.join(entry.regions)})", flush=True)
+            target, foreground = M.region_mask(labels, entry.regions), labels != 0
+            iou = M.region_iou(region, target, foreground)
+            # What the region wrongly takes in is painted by the edit: the identity outside the target follows the
+            # region's precision, the edit's reach its recall.
+            inside = (region > 0.5) & foreground
+            precision = float((inside & target).sum() / max(inside.sum(), 1))
+            recall = float((inside & target).sum() / max((target & foreground).sum(), 1))
+            results[prompt] = {
+                "regions": list(entry.regions),
+                "iou": iou,
+                "precision": precision,
+                "recall": recall,
+                "seconds": time.perf_counter() - start,
+            }
+            print(
+                f"{prompt}: region IoU {iou:.3f}, precision {precision:.3f}, recall {recall:.3f} "
+                f"({', '.join(entry.regions)})",
+                flush=True,
+            )
         self.output.write_text(json.dumps({"recon": str(self.recon), "results": results}, indent=1) + "\n")
 
 

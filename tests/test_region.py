@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
-from avatarstudio_ns.edit.region import EditRegion, sharpen
+from avatarstudio_ns.edit.region import EditRegion, cut_by_colour, sharpen
 from avatarstudio_ns.guidance.imaging import guided_filter
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.relevance import prompt_relevance
@@ -83,3 +83,21 @@ def test_region_iou_counts_the_foreground_above_one_half():
     foreground = np.array([[True, True, True, False]])
     # In the region: pixels 0 and 1 (pixel 3 is backdrop); target: pixels 0 and 2 -> 1 / 3.
     assert region_iou(region, target, foreground) == pytest.approx(1 / 3)
+
+
+def test_the_colour_cut_drops_pixels_of_the_outsides_colour_that_the_relevance_spilled_onto():
+    """A brown top (hair) over a skin-coloured bottom; the relevance covers the top and spills two rows into the
+    bottom, as a coarse map does across a hairline. The cut keeps the top and drops the spilled rows."""
+    image = torch.empty(24, 16, 3)
+    image[:12] = torch.tensor([0.35, 0.2, 0.1])
+    image[12:] = torch.tensor([0.9, 0.7, 0.6])
+    image += 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    relevance = torch.zeros(24, 16)
+    relevance[:10] = 1.0
+    relevance[10:14] = 0.6
+    relevance[14:18] = 0.3
+    head = torch.ones(24, 16, dtype=torch.bool)
+    kept = cut_by_colour(image, relevance, head, threshold=0.4)
+    assert kept[:12].all() and not kept[12:].any()
+    # Nothing to separate (every head pixel surely inside): everything stays.
+    assert cut_by_colour(image, torch.ones(24, 16), head, threshold=0.4).all()

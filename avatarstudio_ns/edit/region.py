@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor, nn
 
@@ -45,6 +47,10 @@ class EditRegionConfig:
     """Width of the region's soft edge, in the same units as ``threshold``."""
     seed: int = 0
     """Seed of the noise draws."""
+    colour_refinement: bool = False
+    """Cut each keyframe's region along its colours (OpenCV's GrabCut, seeded by the relevance: sure inside above
+    twice ``threshold``, sure outside below half of it and off the head) before lifting it, so that pixels next to
+    the region whose colour is the outside's (skin at the hairline for a hair prompt) leave it."""
 
 
 class EditRegion(nn.Module):
@@ -131,7 +137,7 @@ def fit_edit_region(
     """
     generator = torch.Generator().manual_seed(config.seed)
     text, reference = base.embed(prompt), base.embed(config.reference_prompt)
-    positions, relevances = [], []
+    positions, relevances, images, heads = [], [], [], []
     for camera in cameras:
         canonical, accumulation, rgb = model.canonical_surface(camera)
         image = rgb.permute(2, 0, 1)[None].clamp(0.0, 1.0)
@@ -149,11 +155,42 @@ def fit_edit_region(
         )[0].to(canonical.device)
         head = accumulation > 0.5
         positions.append(canonical[head])
-        relevances.append(relevance[head])
-    values = torch.cat(relevances)
+        relevances.append(relevance)
+        images.append(rgb)
+        heads.append(head)
+    values = torch.cat([r[h] for r, h in zip(relevances, heads, strict=True)])
     scale = float(torch.quantile(values, 0.99)) if len(values) else 1.0
+    if config.colour_refinement:
+        relevances = [
+            r * cut_by_colour(i, r / max(scale, 1e-8), h, config.threshold).to(r)
+            for r, i, h in zip(relevances, images, heads, strict=True)
+        ]
+        values = torch.cat([r[h] for r, h in zip(relevances, heads, strict=True)])
     scaled = values / max(scale, 1e-8)
     model.edit_region.fit(torch.cat(positions), scaled)
     model.edit_region.grid.copy_(sharpen(model.edit_region.grid, config.threshold, config.softness))
     inside = sharpen(scaled, config.threshold, config.softness)
     return {"relevance_scale": scale, "region_fraction": float(inside.mean()) if len(values) else 0.0}
+
+
+def cut_by_colour(
+    image: Float[Tensor, "h w 3"], relevance: Float[Tensor, "h w"], head: Bool[Tensor, "h w"], threshold: float
+) -> Bool[Tensor, "h w"]:
+    """The pixels that GrabCut (colour models of inside and outside, and a smooth cut between them) puts in the
+    region, seeded by the relevance: above ``2 * threshold`` surely inside, at ``threshold`` or more probably inside,
+    above ``threshold / 2`` probably outside, and surely outside below that or off the head. Where the seeds leave
+    one side empty there is nothing to separate: every pixel stays."""
+    labels = np.full(relevance.shape, cv2.GC_PR_BGD, dtype=np.uint8)
+    value = relevance.detach().cpu().numpy()
+    on_head = head.detach().cpu().numpy()
+    labels[value >= threshold] = cv2.GC_PR_FGD
+    labels[value >= 2.0 * threshold] = cv2.GC_FGD
+    labels[(value < 0.5 * threshold) | ~on_head] = cv2.GC_BGD
+    inside = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
+    if inside.all() or not inside.any() or not (labels == cv2.GC_FGD).any():
+        return torch.ones_like(head)
+    bgr = (image.detach().cpu().clamp(0.0, 1.0).numpy()[..., ::-1] * 255.0).round().astype(np.uint8)
+    background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(np.ascontiguousarray(bgr), labels, None, background, foreground, 5, cv2.GC_INIT_WITH_MASK)
+    return torch.from_numpy(np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))).to(head.device)
