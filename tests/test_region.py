@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
-from avatarstudio_ns.edit.region import EditRegion, cut_by_colour, sharpen
+from avatarstudio_ns.edit.region import EditRegion, cut_by_colour, otsu_threshold, sharpen
 from avatarstudio_ns.guidance.imaging import guided_filter
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.relevance import prompt_relevance
@@ -101,3 +101,13 @@ def test_the_colour_cut_drops_pixels_of_the_outsides_colour_that_the_relevance_s
     assert kept[:12].all() and not kept[12:].any()
     # Nothing to separate (every head pixel surely inside): everything stays.
     assert cut_by_colour(image, torch.ones(24, 16), head, threshold=0.4).all()
+
+
+def test_otsu_threshold_splits_two_groups_of_values_between_them():
+    generator = torch.Generator().manual_seed(0)
+    low = 0.1 + 0.03 * torch.randn(3000, generator=generator)
+    high = 0.8 + 0.05 * torch.randn(1000, generator=generator)
+    threshold = otsu_threshold(torch.cat([low, high]))
+    # Every split in the gap separates the groups alike; OpenCV's Otsu gives 0.22 on the same values.
+    assert float(low.max()) < threshold < float(high.min())
+    assert otsu_threshold(torch.full((10,), 0.5)) == 0.5

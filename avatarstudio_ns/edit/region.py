@@ -43,6 +43,9 @@ class EditRegionConfig:
     region; the region rises from 0 to 1 over ``softness`` around it. Mean / worst region IoU against the synth's labels
     over six hair and skin prompts on two 96-frame avatars, thresholds 0.25 / 0.35 / 0.45 / 0.55: mean 0.67 / 0.77 /
     0.77 / 0.69, worst 0.59 / 0.67 / 0.74 / 0.57 (docs/edit_settings.md)."""
+    split_by_distribution: bool = False
+    """Choose the threshold per prompt as Otsu's split of the head's scaled relevance values (the two-class split
+    with the largest between-class variance), instead of ``threshold``."""
     softness: float = 0.2
     """Width of the region's soft edge, in the same units as ``threshold``."""
     seed: int = 0
@@ -167,10 +170,33 @@ def fit_edit_region(
         ]
         values = torch.cat([r[h] for r, h in zip(relevances, heads, strict=True)])
     scaled = values / max(scale, 1e-8)
+    threshold = otsu_threshold(scaled) if config.split_by_distribution and len(values) else config.threshold
     model.edit_region.fit(torch.cat(positions), scaled)
-    model.edit_region.grid.copy_(sharpen(model.edit_region.grid, config.threshold, config.softness))
-    inside = sharpen(scaled, config.threshold, config.softness)
-    return {"relevance_scale": scale, "region_fraction": float(inside.mean()) if len(values) else 0.0}
+    model.edit_region.grid.copy_(sharpen(model.edit_region.grid, threshold, config.softness))
+    inside = sharpen(scaled, threshold, config.softness)
+    return {
+        "relevance_scale": scale,
+        "threshold": threshold,
+        "region_fraction": float(inside.mean()) if len(values) else 0.0,
+    }
+
+
+def otsu_threshold(values: Float[Tensor, " n"], bins: int = 256) -> float:
+    """Otsu's threshold of ``values``: the split of their histogram with the largest between-class variance."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return high
+    counts = torch.histc(values.float(), bins=bins, min=low, max=high).double()
+    centres = low + (torch.arange(bins, dtype=torch.float64) + 0.5) * (high - low) / bins
+    below = counts.cumsum(0)
+    below_sum = (counts * centres).cumsum(0)
+    total, total_sum = below[-1], below_sum[-1]
+    above = total - below
+    mean_below = below_sum / below.clamp_min(1e-12)
+    mean_above = (total_sum - below_sum) / above.clamp_min(1e-12)
+    between = below * above * (mean_below - mean_above) ** 2
+    # The threshold lies between the bin that ends the lower class and the next one.
+    return float(centres[int(between.argmax())] + 0.5 * (high - low) / bins)
 
 
 def cut_by_colour(
