@@ -93,9 +93,7 @@ class RegionIoU:
             iou = M.region_iou(region, target, foreground)
             # What the region wrongly takes in is painted by the edit: the identity outside the target follows the
             # region's precision, the edit's reach its recall.
-            inside = (region > 0.5) & foreground
-            precision = float((inside & target).sum() / max(inside.sum(), 1))
-            recall = float((inside & target).sum() / max((target & foreground).sum(), 1))
+            precision, recall = M.region_precision_recall(region, target, foreground)
             results[prompt] = {
                 "regions": list(entry.regions),
                 "iou": iou,

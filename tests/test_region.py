@@ -76,13 +76,16 @@ def test_relevance_is_zero_for_the_same_prompt_and_covers_the_square_the_model_s
 def test_region_iou_counts_the_foreground_above_one_half():
     import numpy as np
 
-    from avatarstudio_ns.eval.metrics import region_iou
+    from avatarstudio_ns.eval.metrics import region_iou, region_precision_recall
 
     region = np.array([[0.9, 0.6, 0.2, 0.8]])
     target = np.array([[True, False, True, True]])
     foreground = np.array([[True, True, True, False]])
     # In the region: pixels 0 and 1 (pixel 3 is backdrop); target: pixels 0 and 2 -> 1 / 3.
     assert region_iou(region, target, foreground) == pytest.approx(1 / 3)
+    # Of the region, pixel 0 is on the target (1 / 2); of the target, pixel 0 is in the region (1 / 2).
+    assert region_precision_recall(region, target, foreground) == pytest.approx((1 / 2, 1 / 2))
+    assert region_precision_recall(np.zeros((1, 4)), target, foreground) == (0.0, 0.0)
 
 
 def test_the_colour_cut_drops_pixels_of_the_outsides_colour_that_the_relevance_spilled_onto():

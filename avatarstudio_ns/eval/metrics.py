@@ -168,6 +168,17 @@ def region_iou(
     return float((inside & target).sum() / union) if union else float("nan")
 
 
+def region_precision_recall(
+    region: Float[np.ndarray, "*bs H W"], target: Bool[np.ndarray, "*bs H W"], foreground: Bool[np.ndarray, "*bs H W"]
+) -> tuple[float, float]:
+    """Precision (share of the region on the target) and recall (share of the target in the region) of a soft region
+    counted as :func:`region_iou` counts it; 0 where the region or the target is empty."""
+    inside = (_np(region) > 0.5) & _np(foreground)
+    target = _np(target).astype(bool) & _np(foreground)
+    both = int((inside & target).sum())
+    return both / max(int(inside.sum()), 1), both / max(int(target.sum()), 1)
+
+
 def _morph(mask: Bool[np.ndarray, "*bs H W"], pixels: int, dilate: bool) -> Bool[np.ndarray, "*bs H W"]:
     mask = _np(mask).astype(bool)
     if pixels <= 0:
