@@ -26,7 +26,7 @@ from avatarstudio_ns.builtin.sample_accuracy import SEEN_PROMPTS, EvalConfig, ev
 from avatarstudio_ns.builtin.sitting import Sitting, SittingOver
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_scheduler, build_vae
 from avatarstudio_ns.builtin.step_timing import estimate_minutes, measure_step_times
-from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes, train_builtin
+from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes, train_builtin, training_device
 from avatarstudio_ns.builtin.unet_stage import UnetStageConfig
 from avatarstudio_ns.builtin.vae_init import colour_preserving_init
 from avatarstudio_ns.builtin.vae_stage import VaeStageConfig, region_weights
@@ -307,3 +307,11 @@ def test_zero_terminal_snr_trains_v_prediction_and_samples_from_pure_noise(tmp_p
     pipe.set_progress_bar_config(disable=True)
     image = pipe("photo of a person with blue hair", num_inference_steps=2, height=32, width=32, output_type="np")
     assert np.isfinite(image.images).all()
+
+
+def test_training_device_follows_what_torch_sees():
+    assert training_device("cpu") == torch.device("cpu")
+    assert training_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU.*--device cpu"):
+            training_device("cuda")

@@ -126,6 +126,9 @@ class TrainBuiltinConfig:
     """UNet and text-encoder training."""
     seed: int = 0
     """Seed of weights, batches and noise (the renders have their own, ``data.seed``)."""
+    device: str = "auto"
+    """Where the networks train: "cuda" (or "cuda:N"), "cpu", or "auto" for the GPU when torch sees one. Renders,
+    batches and noise are drawn on the CPU either way; a run may continue on another device than it started on."""
     threads: int = 1
     """Torch threads. One is the fastest on a small shared CPU, where extra threads spin-wait on busy cores."""
     sitting_minutes: float | None = None
@@ -173,14 +176,30 @@ def load_training_set(cfg: TrainBuiltinConfig, console: Console, sitting: Sittin
     return data
 
 
-def machine_facts() -> dict:
-    """Where a run trains (recorded in ``training.json``): the CPU, its cores and load, torch's version."""
+def training_device(name: str) -> torch.device:
+    """The device ``TrainBuiltinConfig.device`` names ("auto": the GPU when torch sees one, else the CPU).
+
+    Raises:
+        ValueError: A CUDA device is asked for and torch sees none.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no CUDA GPU here ({torch.__version__}); use --device cpu.")
+    return device
+
+
+def machine_facts(device: torch.device | None = None) -> dict:
+    """Where a run trains (recorded in ``training.json``): the CPU, its cores and load, the GPU if one trains,
+    torch's version."""
+    device = device or torch.device("cpu")
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "device": "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
     }
 
@@ -202,7 +221,7 @@ def train_builtin(cfg: TrainBuiltinConfig, console: Console | None = None, sitti
     sitting = sitting or Sitting(cfg.sitting_minutes)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_facts()}
+    record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_facts(training_device(cfg.device))}
     t0 = time.monotonic()
     try:
         with torch_threads(cfg.threads):
@@ -312,7 +331,8 @@ def _train_builtin(cfg: TrainBuiltinConfig, console: Console, sitting: Sitting, 
     data = load_training_set(cfg, console, sitting)
     images = data.images()
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
-    vae = train_vae(images, cfg.model, cfg.vae, work, cfg.seed, console, sitting, labels)
+    device = training_device(cfg.device)
+    vae = train_vae(images, cfg.model, cfg.vae, work, cfg.seed, console, sitting, labels, device)
     if sitting.over() and not (work / "latents.pt").exists():
         raise sitting.stop("the VAE is trained; the latents are next")
     latents = encode_latents(vae, images, work, console)
@@ -327,7 +347,7 @@ def _train_builtin(cfg: TrainBuiltinConfig, console: Console, sitting: Sitting, 
     unet = build_unet(cfg.model)
     scheduler = build_scheduler(cfg.model)
     steps = train_unet(
-        unet, text_encoder, tokenizer, scheduler, latents, data, cfg.unet, work, cfg.seed, console, sitting
+        unet, text_encoder, tokenizer, scheduler, latents, data, cfg.unet, work, cfg.seed, console, sitting, device
     )
 
     facts = {
@@ -342,6 +362,8 @@ def _train_builtin(cfg: TrainBuiltinConfig, console: Console, sitting: Sitting, 
         "sittings": [*read_sittings(work), {**record, "minutes": (time.monotonic() - t0) / 60.0}],
         "config": dataclasses.asdict(cfg),
     }
+    # The folder is the same whichever device trained it.
+    unet, text_encoder, vae = unet.cpu(), text_encoder.cpu(), vae.cpu()
     out = export_model(cfg, unet, text_encoder, vae, float(latents["scaling_factor"]), facts)
     console.log(f"[green]Wrote {out}[/green] ({(time.monotonic() - t0) / 60:.1f} min this run)")
     return out

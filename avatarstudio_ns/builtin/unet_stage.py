@@ -125,6 +125,7 @@ def train_unet(
     seed: int,
     console: Console,
     sitting: Sitting | None = None,
+    device: torch.device | str = "cpu",
 ) -> int:
     """Train ``unet`` and ``text_encoder`` in place, resuming from ``work_dir/unet.ckpt``; they end with the
     EMA weights.
@@ -143,11 +144,13 @@ def train_unet(
         sitting: When its time is up, the stage checkpoints the step it is at and raises
             :class:`~avatarstudio_ns.builtin.sitting.SittingOver`; resuming from there gives the same weights as
             an uninterrupted run.
+        device: Where the networks train. Batches, captions, noise and timesteps are drawn on the CPU, so a run
+            draws the same ones on every device.
 
     Returns:
         Steps trained in total.
     """
-    modules = {"unet": unet, "text_encoder": text_encoder}
+    modules = {"unet": unet.to(device), "text_encoder": text_encoder.to(device)}
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(seed + 2)
@@ -159,7 +162,7 @@ def train_unet(
         for name, m in modules.items():
             m.load_state_dict(state[name])
         optimizer.load_state_dict(state["optimizer"])
-        ema.shadow = state["ema"]
+        ema.shadow = {key: value.to(device) for key, value in state["ema"].items()}
         generator.set_state(state["generator"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         console.log(f"Resuming the UNet at step {step} ({elapsed / 60:.1f} min trained)")
@@ -172,7 +175,7 @@ def train_unet(
     tokens = _Tokens(tokenizer)
     mean, std, scale = latents["mean"], latents["std"], float(latents["scaling_factor"])
     num_t = scheduler.config.num_train_timesteps
-    alphabar = scheduler.alphas_cumprod
+    alphabar = scheduler.alphas_cumprod.to(device)
     unet.train()
     text_encoder.train()
     budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
@@ -187,20 +190,22 @@ def train_unet(
             idx = torch.randint(mean.shape[1], (cfg.batch_size,), generator=generator)
             flip = (torch.rand(cfg.batch_size, generator=generator) < 0.5).long()
             noise_z = torch.randn((cfg.batch_size, *mean.shape[2:]), generator=generator)
-            z0 = (mean[flip, idx] + std[flip, idx] * noise_z) * scale
+            z0 = ((mean[flip, idx] + std[flip, idx] * noise_z) * scale).to(device)
             drop = torch.rand(cfg.batch_size, generator=generator) < cfg.uncond_prob
             captions = [
                 "" if d else training_caption(data.values(int(i)), generator, cfg.captions)
                 for i, d in zip(idx.tolist(), drop.tolist(), strict=True)
             ]
             timesteps = torch.randint(num_t, (cfg.batch_size,), generator=generator)
-            noise = torch.randn(z0.shape, generator=generator)
+            noise = torch.randn(z0.shape, generator=generator).to(device)
+            weight = _snr_weight(scheduler, timesteps, cfg.min_snr_gamma).to(device)
+            timesteps = timesteps.to(device)
             noisy = scheduler.add_noise(z0, noise, timesteps)
-            embeddings = text_encoder(tokens(captions))[0]
+            embeddings = text_encoder(tokens(captions).to(device))[0]
             pred = unet(noisy, timesteps, embeddings).sample
             target = training_target(z0, noise, alphabar[timesteps], scheduler.config.prediction_type)
             per_item = (pred - target).square().mean(dim=(1, 2, 3))
-            loss = (per_item * _snr_weight(scheduler, timesteps, cfg.min_snr_gamma)).mean()
+            loss = (per_item * weight).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

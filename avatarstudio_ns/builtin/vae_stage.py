@@ -79,8 +79,8 @@ def fix_posterior_std(vae: AutoencoderKL, log_var: float = -10.0) -> None:
     mask_w[c:] = 0.0
     mask_b = torch.ones_like(conv.bias)
     mask_b[c:] = 0.0
-    conv.weight.register_hook(lambda grad: grad * mask_w)
-    conv.bias.register_hook(lambda grad: grad * mask_b)
+    conv.weight.register_hook(lambda grad: grad * mask_w.to(grad.device))
+    conv.bias.register_hook(lambda grad: grad * mask_b.to(grad.device))
 
 
 def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
@@ -127,6 +127,7 @@ def train_vae(
     console: Console,
     sitting: Sitting | None = None,
     labels: Tensor | None = None,
+    device: torch.device | str = "cpu",
 ) -> AutoencoderKL:
     """Train the autoencoder, resuming from ``work_dir/vae.ckpt``; the result is saved to ``work_dir/vae``.
 
@@ -142,9 +143,11 @@ def train_vae(
             an uninterrupted run.
         labels: Label ids (N, H, W) of the images' pixels, for the per-region loss weights
             (``cfg.region_balance``); None weighs every pixel alike.
+        device: Where the autoencoder trains. Batches and noise are drawn on the CPU, so a run draws the same ones
+            on every device.
 
     Returns:
-        The trained autoencoder in eval mode.
+        The trained autoencoder in eval mode, on ``device``.
     """
     final = Path(work_dir) / "vae"
     if (final / "config.json").exists():
@@ -153,12 +156,13 @@ def train_vae(
         # from_pretrained records the folder it read in the config, which the exported model then carried: a resumed
         # training wrote another vae/config.json than an uninterrupted one, with a path of this machine in it.
         vae._internal_dict = FrozenDict({k: v for k, v in vae.config.items() if k != "_name_or_path"})
-        return vae
+        return vae.to(device)
     torch.manual_seed(seed)
     vae = build_vae(model_cfg)
     fix_posterior_std(vae)
     sample = torch.randint(images.shape[0], (64,), generator=torch.Generator().manual_seed(seed))
     colour_preserving_init(vae, images[sample])
+    vae.to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed + 1)
     ckpt_path = Path(work_dir) / "vae.ckpt"
@@ -176,7 +180,7 @@ def train_vae(
         save_state({**state, "generator": generator.get_state(), "step": step}, ckpt_path)
 
     balanced = labels is not None and cfg.region_balance > 0
-    weights = region_weights(labels, cfg) if balanced else None
+    weights = region_weights(labels, cfg).to(device) if balanced else None
     vae.train()
     t0 = time.monotonic()
     with StageProgress(console, "vae", cfg.steps, step, cfg.log_every) as bar:
@@ -187,6 +191,7 @@ def train_vae(
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, cfg.steps)
             x, lab = _batch(images, labels if balanced else None, step, cfg, model_cfg.vae_scale_factor, generator)
+            x, lab = x.to(device), lab.to(device) if lab is not None else None
             posterior = vae.encode(x).latent_dist
             recon = vae.decode(posterior.sample(generator=generator)).sample
             error = (recon - x).abs()
@@ -230,10 +235,10 @@ def encode_latents(
         for flip in (False, True):
             m_list, s_list = [], []
             for start in range(0, images.shape[0], batch_size):
-                x = images[start : start + batch_size]
+                x = images[start : start + batch_size].to(vae.device)
                 posterior = vae.encode(x.flip(-1) if flip else x).latent_dist
-                m_list.append(posterior.mean)
-                s_list.append(posterior.std)
+                m_list.append(posterior.mean.cpu())
+                s_list.append(posterior.std.cpu())
                 bar.update(flip * images.shape[0] + start + x.shape[0])
             means.append(torch.cat(m_list))
             stds.append(torch.cat(s_list))
