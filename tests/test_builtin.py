@@ -315,3 +315,22 @@ def test_training_device_follows_what_torch_sees():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU.*--device cpu"):
             training_device("cuda")
+
+
+def test_a_run_can_start_from_a_trained_model_folder(tmp_path, tiny_renders):
+    first = train_builtin(_tiny_config(_work(tmp_path, "first", tiny_renders)))
+    cfg = _tiny_config(_work(tmp_path, "second", tiny_renders), unet_steps=0)
+    cfg.vae = dataclasses.replace(cfg.vae, steps=0, init_from=first)
+    cfg.unet = dataclasses.replace(cfg.unet, init_from=first)
+    second = train_builtin(cfg)
+    # No steps: the folder's networks come out unchanged.
+    for part in ("unet", "text_encoder", "vae"):
+        a = load_file(next((first / part).glob("*.safetensors")))
+        b = load_file(next((second / part).glob("*.safetensors")))
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    # Networks of other sizes are refused with the option's name.
+    other = _tiny_config(_work(tmp_path, "third", tiny_renders))
+    other.model = dataclasses.replace(other.model, unet_channels=(8, 16))
+    other.unet = dataclasses.replace(other.unet, init_from=first)
+    with pytest.raises(ValueError, match="--unet.init-from"):
+        train_builtin(other)

@@ -53,6 +53,10 @@ class UnetStageConfig:
     for v prediction; 0 disables it."""
     ema_decay: float = 0.995
     """Largest EMA decay; early on the decay is (1 + step) / (10 + step), so the average warms up quickly."""
+    init_from: Path | None = None
+    """A model folder (the diffusers layout this command writes, same sizes and words) whose UNet and text encoder
+    start the run instead of random weights, e.g. one trained elsewhere whose checkpoint did not come along. The
+    optimiser, its warm-up and the moving average start afresh; ``steps`` counts this run's steps."""
     checkpoint_every: int = 100
     """Steps between checkpoints."""
     log_every: int = 25
@@ -113,6 +117,23 @@ def _snr_weight(scheduler: DDPMScheduler, timesteps: Tensor, gamma: float) -> Te
     return snr.clamp_max(gamma) / snr
 
 
+def _load_weights(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, folder: Path) -> None:
+    """Copy a model folder's UNet and text-encoder weights into ``unet`` and ``text_encoder``.
+
+    Raises:
+        ValueError: The folder's networks have other sizes than these.
+    """
+    for name, module, cls in (("unet", unet, UNet2DConditionModel), ("text_encoder", text_encoder, CLIPTextModel)):
+        weights = cls.from_pretrained(folder / name).state_dict()
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(
+                f"--unet.init-from {folder}: its {name} has other sizes than this run's (--model.* options); give the "
+                f"sizes it was trained with ({folder / name / 'config.json'}).\n{err}"
+            ) from err
+
+
 def train_unet(
     unet: UNet2DConditionModel,
     text_encoder: CLIPTextModel,
@@ -150,12 +171,15 @@ def train_unet(
     Returns:
         Steps trained in total.
     """
+    ckpt_path = Path(work_dir) / "unet.ckpt"
+    if cfg.init_from is not None and not ckpt_path.exists():
+        _load_weights(unet, text_encoder, Path(cfg.init_from))
+        console.log(f"UNet and text encoder start from {cfg.init_from}")
     modules = {"unet": unet.to(device), "text_encoder": text_encoder.to(device)}
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(seed + 2)
     ema = _Ema(modules)
-    ckpt_path = Path(work_dir) / "unet.ckpt"
     sitting = sitting or Sitting()
     step, elapsed = 0, 0.0
     if (state := load_state(ckpt_path)) is not None:

@@ -56,6 +56,9 @@ class VaeStageConfig:
     round trips (docs/builtin_model.md, "Version 2")."""
     max_region_weight: float = 50.0
     """Largest region weight."""
+    init_from: Path | None = None
+    """A model folder (the diffusers layout this command writes) whose autoencoder starts the run instead of the
+    colour-preserving initialisation; with ``steps`` 0 it is used as it is."""
     checkpoint_every: int = 100
     """Steps between checkpoints."""
     log_every: int = 50
@@ -118,6 +121,21 @@ def _batch(
     return x, lab
 
 
+def _load_vae_weights(vae: AutoencoderKL, folder: Path) -> None:
+    """Copy a saved autoencoder's weights into ``vae``.
+
+    Raises:
+        ValueError: The saved autoencoder has other sizes.
+    """
+    try:
+        vae.load_state_dict(AutoencoderKL.from_pretrained(folder).state_dict())
+    except RuntimeError as err:
+        raise ValueError(
+            f"--vae.init-from: {folder} has other sizes than this run's (--model.* options); give the sizes it was "
+            f"trained with ({folder / 'config.json'}).\n{err}"
+        ) from err
+
+
 def train_vae(
     images: Tensor,
     model_cfg: SmallModelConfig,
@@ -160,8 +178,12 @@ def train_vae(
     torch.manual_seed(seed)
     vae = build_vae(model_cfg)
     fix_posterior_std(vae)
-    sample = torch.randint(images.shape[0], (64,), generator=torch.Generator().manual_seed(seed))
-    colour_preserving_init(vae, images[sample])
+    if cfg.init_from is not None:
+        _load_vae_weights(vae, Path(cfg.init_from) / "vae")
+        console.log(f"VAE starts from {cfg.init_from}")
+    else:
+        sample = torch.randint(images.shape[0], (64,), generator=torch.Generator().manual_seed(seed))
+        colour_preserving_init(vae, images[sample])
     vae.to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed + 1)
