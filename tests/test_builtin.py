@@ -259,7 +259,7 @@ def test_a_work_folder_is_not_continued_with_other_training_settings(tmp_path, t
     cfg = _tiny_config(_work(tmp_path, "work", tiny_renders))
     train_builtin(cfg)
     changed = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, region_balance=0.0))
-    with pytest.raises(ValueError, match=r"vae.region_balance: 0.5 -> 0.0.*another --work-dir"):
+    with pytest.raises(ValueError, match=rf"vae.region_balance: {cfg.vae.region_balance} -> 0.0.*another --work-dir"):
         train_builtin(changed)
     # A longer UNet run continues the same one.
     longer = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, steps=6))

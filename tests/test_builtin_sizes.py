@@ -1,5 +1,5 @@
-"""Sizes of the built-in model: v1 still describes the shipped folder; v2 has 16x16 latents at 64 px, fits the
-package budget and is read by diffusers' own pipeline and by this package's loader unchanged."""
+"""Sizes of the built-in model: the default sizes describe the shipped folder; they have 16x16 latents at 64 px, fit
+the package budget and are read by diffusers' own pipeline and by this package's loader unchanged."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ def _plain(config) -> dict:
     return {k: v for k, v in json.loads(json.dumps(dict(config))).items() if not k.startswith("_")}
 
 
-def test_v1_sizes_still_describe_the_shipped_model():
+def test_default_sizes_describe_the_shipped_model():
     if not (SHIPPED / "unet" / "config.json").exists():
         pytest.skip(f"the built-in model is not in {SHIPPED}")
-    sizes = builtin_sizes_v1()
+    sizes = builtin_sizes()
     for part, build in (("unet", build_unet), ("vae", build_vae)):
         shipped = json.loads((SHIPPED / part / "config.json").read_text())
         built = _plain(build(sizes).config)
@@ -34,11 +34,20 @@ def test_v1_sizes_still_describe_the_shipped_model():
         }, part
     vocab = json.loads((SHIPPED / "tokenizer" / "vocab.json").read_text())
     assert all(word + "</w>" in vocab for word in sizes.words)
+    scheduler = json.loads((SHIPPED / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == sizes.prediction_type
+    assert scheduler["rescale_betas_zero_snr"] == sizes.zero_terminal_snr
 
 
-def test_v2_sizes_have_16x16_latents_and_fit_the_budget(tmp_path):
+def test_v1_sizes_describe_the_first_shipped_model(tmp_path):
+    sizes = builtin_sizes_v1()
+    assert sizes.latent_channels == 4 and sizes.resolution // sizes.vae_scale_factor == 8
+    assert all(word in sizes.words for word in ("blue", "hair", "skin"))
+
+
+def test_default_sizes_have_16x16_latents_and_fit_the_budget(tmp_path):
     sizes = builtin_sizes()
-    assert BUILTIN_SIZES["v2"] is builtin_sizes and sizes.vae_scale_factor == 4
+    assert BUILTIN_SIZES["v3"] is builtin_sizes and sizes.vae_scale_factor == 4
     assert sizes.resolution // sizes.vae_scale_factor == 16
     folder = write_small_model(tmp_path / "v2", sizes)
     weights_mb = sum(f.stat().st_size for f in folder.rglob("*.safetensors")) / 2**20
@@ -61,7 +70,7 @@ def test_v2_sizes_have_16x16_latents_and_fit_the_budget(tmp_path):
 
     model = load_diffusion(str(folder))
     assert model.resolution == 64 and model.vae_scale_factor == 4
-    assert model.encode_images(torch.rand(1, 3, 64, 64)).shape == (1, 4, 16, 16)
+    assert model.encode_images(torch.rand(1, 3, 64, 64)).shape == (1, sizes.latent_channels, 16, 16)
 
 
 def test_caption_words_cover_every_attribute_value():

@@ -64,7 +64,7 @@ class EvalConfig:
     """DDIM steps per sample."""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     """The probe's training."""
-    grid_path: Path = Path("docs/images/builtin_samples.png")
+    grid_path: Path = Path("docs/images/builtin_samples.jpg")
     """Where the sample grid is saved."""
     seed: int = 0
     """Seed of the probe and the samples."""

@@ -57,7 +57,7 @@ class DemoConfig:
     """Folder of everything the demo writes."""
     prompt: Optional[str] = None
     """The edit; None: the fast edit preset's ("photo of a person with blue hair"). The built-in model knows hair
-    colours well, skin tones less reliably, eye colours not at all."""
+    colours, skin tones and hair styles well, lip colours poorly and eye colours not yet (docs/builtin_model.md)."""
     base_model: str = "builtin"
     """Base diffusion model: builtin, a local diffusers folder or a Hugging Face id."""
     num_cameras: int = 8
