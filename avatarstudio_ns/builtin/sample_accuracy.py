@@ -31,7 +31,7 @@ from avatarstudio_ns.atomic import atomic_save, atomic_write_text
 from avatarstudio_ns.builtin.head_images import TABLES, HeldoutPair, build_dataset, check_pairs, describe, is_heldout
 from avatarstudio_ns.builtin.probe import PROBED, REGIONS, AttributeProbe, ProbeConfig, train_probe, visible_regions
 from avatarstudio_ns.builtin.sitting import Sitting
-from avatarstudio_ns.builtin.train import TrainBuiltinConfig, load_training_set
+from avatarstudio_ns.builtin.train import TrainBuiltinConfig, load_training_set, training_device
 from avatarstudio_ns.threads import torch_threads
 
 SEEN_PROMPTS: tuple[dict[str, str], ...] = (
@@ -83,9 +83,13 @@ def prompt_targets(pairs: tuple[HeldoutPair, ...]) -> tuple[list[dict[str, str]]
     return [{a: va, b: vb} for a, va, b, vb in pairs], list(SEEN_PROMPTS)
 
 
-def sample_model(model_dir: Path, prompts: list[str], cfg: EvalConfig, console: Console) -> Tensor:
-    """Samples (P, n, 3, H, W) in [-1, 1] from the model folder, through the standard pipeline."""
+def sample_model(
+    model_dir: Path, prompts: list[str], cfg: EvalConfig, console: Console, device: torch.device | str = "cpu"
+) -> Tensor:
+    """Samples (P, n, 3, H, W) in [-1, 1] from the model folder, through the standard pipeline on ``device`` (the
+    noise is drawn on the CPU, so a seed gives the same start on every device)."""
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.to(device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
@@ -101,7 +105,7 @@ def sample_model(model_dir: Path, prompts: list[str], cfg: EvalConfig, console: 
             generator=generator,
             output_type="pt",
         ).images
-        out.append(images * 2.0 - 1.0)
+        out.append(images.cpu() * 2.0 - 1.0)
         console.log(f"sampled {i + 1}/{len(prompts)}: {prompt}")
     return torch.stack(out)
 
@@ -161,9 +165,10 @@ def real_accuracy(predicted: dict[str, Tensor], attrs: dict[str, np.ndarray], sh
 
 
 @torch.no_grad()
-def _vae_round_trip(model_dir: Path, images: Tensor) -> Tensor:
-    vae = AutoencoderKL.from_pretrained(Path(model_dir) / "vae").eval()
-    return torch.cat([vae.decode(vae.encode(x).latent_dist.mean).sample for x in images.split(128)])
+def _vae_round_trip(model_dir: Path, images: Tensor, device: torch.device | str = "cpu") -> Tensor:
+    vae = AutoencoderKL.from_pretrained(Path(model_dir) / "vae").eval().to(device)
+    decoded = [vae.decode(vae.encode(x.to(device)).latent_dist.mean).sample.cpu() for x in images.split(128)]
+    return torch.cat(decoded)
 
 
 def evaluate_builtin(
@@ -203,12 +208,13 @@ def _evaluate(train_cfg: TrainBuiltinConfig, cfg: EvalConfig, console: Console, 
     real_images = real.images()
     shown = visible_regions(real.labels)
     metrics: dict = {"real": real_accuracy(probe.predict(real_images), real.attrs, shown)}
-    reconstructed = _vae_round_trip(train_cfg.output_dir, real_images)
+    device = training_device(train_cfg.device)
+    reconstructed = _vae_round_trip(train_cfg.output_dir, real_images, device)
     metrics["vae_round_trip"] = real_accuracy(probe.predict(reconstructed), real.attrs, shown)
 
     groups = {"heldout": heldout, "seen": seen}
     prompts = [describe(t) for t in heldout + seen]
-    samples = sample_model(train_cfg.output_dir, prompts, cfg, console)
+    samples = sample_model(train_cfg.output_dir, prompts, cfg, console, device)
     counts = [judge(probe.predict(images), t) for t, images in zip(heldout + seen, samples, strict=True)]
     metrics["heldout"] = pool(counts[: len(heldout)])
     metrics["seen"] = pool(counts[len(heldout) :])

@@ -137,8 +137,9 @@ class TrainBuiltinConfig:
     seed: int = 0
     """Seed of weights, batches and noise (the renders have their own, ``data.seed``)."""
     device: str = "auto"
-    """Where the networks train: "cuda" (or "cuda:N"), "cpu", or "auto" for the GPU when torch sees one. Renders,
-    batches and noise are drawn on the CPU either way; a run may continue on another device than it started on."""
+    """Where the networks train (and the evaluation samples them): "cuda" (or "cuda:N"), "cpu", or "auto" for the GPU
+    when torch sees one. Renders, batches and noise are drawn on the CPU either way; a run may continue on another
+    device than it started on."""
     threads: int = 1
     """Torch threads. One is the fastest on a small shared CPU, where extra threads spin-wait on busy cores."""
     sitting_minutes: float | None = None
