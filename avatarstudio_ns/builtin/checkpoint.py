@@ -1,5 +1,5 @@
 """Training state of the built-in model's stages, written atomically so that a killed run never leaves a
-half-written file where a resumed run would read it."""
+half-written file where a resumed run would read it; and starting weights read from a finished model folder."""
 
 from __future__ import annotations
 
@@ -26,3 +26,18 @@ def load_state(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def copy_weights(module: torch.nn.Module, cls: Any, folder: Path, option: str) -> None:
+    """Copy the weights of the network saved in ``folder`` (read with ``cls.from_pretrained``) into ``module``.
+
+    Raises:
+        ValueError: The saved network has other sizes; names ``option``, the setting that pointed there.
+    """
+    try:
+        module.load_state_dict(cls.from_pretrained(folder).state_dict())
+    except RuntimeError as err:
+        raise ValueError(
+            f"{option}: {folder} has other sizes than this run's (--model.* options); give the sizes it was trained "
+            f"with ({Path(folder) / 'config.json'}).\n{err}"
+        ) from err

@@ -232,11 +232,12 @@ def train_builtin(cfg: TrainBuiltinConfig, console: Console | None = None, sitti
     sitting = sitting or Sitting(cfg.sitting_minutes)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_facts(training_device(cfg.device))}
+    device = training_device(cfg.device)
+    record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_facts(device)}
     t0 = time.monotonic()
     try:
         with torch_threads(cfg.threads):
-            out = _train_builtin(cfg, console, sitting, record)
+            out = _train_builtin(cfg, console, sitting, record, device)
     except SittingOver as stop:
         _log_sitting(work, {**record, "minutes": (time.monotonic() - t0) / 60.0, "stopped": str(stop)})
         raise
@@ -343,14 +344,15 @@ def check_stage_settings(cfg: TrainBuiltinConfig, console: Console) -> None:
     )
 
 
-def _train_builtin(cfg: TrainBuiltinConfig, console: Console, sitting: Sitting, record: dict) -> Path:
+def _train_builtin(
+    cfg: TrainBuiltinConfig, console: Console, sitting: Sitting, record: dict, device: torch.device
+) -> Path:
     work = Path(cfg.work_dir)
     t0 = time.monotonic()
     check_stage_settings(cfg, console)
     data = load_training_set(cfg, console, sitting)
     images = data.images()
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
-    device = training_device(cfg.device)
     vae = train_vae(images, cfg.model, cfg.vae, work, cfg.seed, console, sitting, labels, device)
     if sitting.over() and not (work / "latents.pt").exists():
         raise sitting.stop("the VAE is trained; the latents are next")

@@ -19,7 +19,7 @@ from rich.console import Console
 from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from avatarstudio_ns.builtin.checkpoint import load_state, save_state
+from avatarstudio_ns.builtin.checkpoint import copy_weights, load_state, save_state
 from avatarstudio_ns.builtin.head_images import CaptionConfig, HeadImages, training_caption
 from avatarstudio_ns.builtin.progress import StageProgress
 from avatarstudio_ns.builtin.sitting import Sitting
@@ -117,23 +117,6 @@ def _snr_weight(scheduler: DDPMScheduler, timesteps: Tensor, gamma: float) -> Te
     return snr.clamp_max(gamma) / snr
 
 
-def _load_weights(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, folder: Path) -> None:
-    """Copy a model folder's UNet and text-encoder weights into ``unet`` and ``text_encoder``.
-
-    Raises:
-        ValueError: The folder's networks have other sizes than these.
-    """
-    for name, module, cls in (("unet", unet, UNet2DConditionModel), ("text_encoder", text_encoder, CLIPTextModel)):
-        weights = cls.from_pretrained(folder / name).state_dict()
-        try:
-            module.load_state_dict(weights)
-        except RuntimeError as err:
-            raise ValueError(
-                f"--unet.init-from {folder}: its {name} has other sizes than this run's (--model.* options); give the "
-                f"sizes it was trained with ({folder / name / 'config.json'}).\n{err}"
-            ) from err
-
-
 def train_unet(
     unet: UNet2DConditionModel,
     text_encoder: CLIPTextModel,
@@ -173,7 +156,8 @@ def train_unet(
     """
     ckpt_path = Path(work_dir) / "unet.ckpt"
     if cfg.init_from is not None and not ckpt_path.exists():
-        _load_weights(unet, text_encoder, Path(cfg.init_from))
+        copy_weights(unet, UNet2DConditionModel, Path(cfg.init_from) / "unet", "--unet.init-from")
+        copy_weights(text_encoder, CLIPTextModel, Path(cfg.init_from) / "text_encoder", "--unet.init-from")
         console.log(f"UNet and text encoder start from {cfg.init_from}")
     modules = {"unet": unet.to(device), "text_encoder": text_encoder.to(device)}
     params = [p for m in modules.values() for p in m.parameters()]

@@ -25,7 +25,7 @@ from rich.console import Console
 from torch import Tensor
 
 from avatarstudio_ns.atomic import atomic_write_folder
-from avatarstudio_ns.builtin.checkpoint import load_state, save_state
+from avatarstudio_ns.builtin.checkpoint import copy_weights, load_state, save_state
 from avatarstudio_ns.builtin.progress import StageProgress
 from avatarstudio_ns.builtin.sitting import Sitting
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_vae
@@ -80,12 +80,15 @@ def fix_posterior_std(vae: AutoencoderKL, log_var: float = -10.0) -> None:
     with torch.no_grad():
         conv.weight[c:] = 0.0
         conv.bias[c:] = log_var
-    mask_w = torch.ones_like(conv.weight)
-    mask_w[c:] = 0.0
-    mask_b = torch.ones_like(conv.bias)
-    mask_b[c:] = 0.0
-    conv.weight.register_hook(lambda grad: grad * mask_w.to(grad.device))
-    conv.bias.register_hook(lambda grad: grad * mask_b.to(grad.device))
+
+    def without_log_variance(grad: Tensor) -> Tensor:
+        # Zeroed on the gradient's own device: a mask kept on the CPU cost a host-to-GPU copy every step.
+        grad = grad.clone()
+        grad[c:] = 0.0
+        return grad
+
+    conv.weight.register_hook(without_log_variance)
+    conv.bias.register_hook(without_log_variance)
 
 
 def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
@@ -121,21 +124,6 @@ def _batch(
         x = x[..., oy : oy + cfg.crop, ox : ox + cfg.crop]
         lab = lab[..., oy : oy + cfg.crop, ox : ox + cfg.crop] if lab is not None else None
     return x, lab
-
-
-def _load_vae_weights(vae: AutoencoderKL, folder: Path) -> None:
-    """Copy a saved autoencoder's weights into ``vae``.
-
-    Raises:
-        ValueError: The saved autoencoder has other sizes.
-    """
-    try:
-        vae.load_state_dict(AutoencoderKL.from_pretrained(folder).state_dict())
-    except RuntimeError as err:
-        raise ValueError(
-            f"--vae.init-from: {folder} has other sizes than this run's (--model.* options); give the sizes it was "
-            f"trained with ({folder / 'config.json'}).\n{err}"
-        ) from err
 
 
 def train_vae(
@@ -181,7 +169,7 @@ def train_vae(
     vae = build_vae(model_cfg)
     fix_posterior_std(vae)
     if cfg.init_from is not None:
-        _load_vae_weights(vae, Path(cfg.init_from) / "vae")
+        copy_weights(vae, AutoencoderKL, Path(cfg.init_from) / "vae", "--vae.init-from")
         console.log(f"VAE starts from {cfg.init_from}")
     else:
         sample = torch.randint(images.shape[0], (64,), generator=torch.Generator().manual_seed(seed))

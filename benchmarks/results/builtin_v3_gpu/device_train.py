@@ -22,7 +22,10 @@ def variants(tiny: bool) -> dict:
     from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes
 
     base = TrainBuiltinConfig()
-    model = dataclasses.replace(builtin_sizes(), prediction_type="v_prediction", zero_terminal_snr=True)
+    # builtin_sizes() had 4 latent channels when this ran; stated so that the record still makes both variants.
+    model = dataclasses.replace(
+        builtin_sizes(), latent_channels=4, prediction_type="v_prediction", zero_terminal_snr=True
+    )
     vae = dataclasses.replace(base.vae, steps=8000, region_balance=0.75, log_every=500, checkpoint_every=1000)
     unet = dataclasses.replace(base.unet, batch_size=128, log_every=500, checkpoint_every=2000)
     if tiny:
