@@ -3,6 +3,7 @@ synth capture with stand-in models (no training; a few seconds in all)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -311,3 +312,59 @@ def test_eval_command_with_stand_in_pipelines(outputs, tmp_path, monkeypatch):
     bad = tyro.cli(EvalCommand, args=[*args[:6], "--prompt", "red hair"])
     with pytest.raises(SystemExit, match="no entry for the prompt 'red hair'"):
         bad.main()
+
+
+# --------------------------------------------------------------------------------------- colour under shading
+
+
+@pytest.fixture(scope="module")
+def pale_and_dark_capture(tmp_path_factory):
+    """A capture of a head with white hair and dark skin, the colours a lit grey and a lit brown resemble in shadow."""
+    from avatarstudio_ns.data.synth.capture import CaptureConfig, render_capture
+
+    out = tmp_path_factory.mktemp("shading") / "head"
+    config = CaptureConfig(output=out, num_cameras=4, num_frames=2, resolution=48, progress=False)
+    return render_capture(dataclasses.replace(config, hair_color="white", skin_tone="dark", hair_style="long"))
+
+
+def _captured(views):
+    return np.stack([iio.imread(f)[..., :3] for f in views.image_filenames]).astype(np.float64) / 255.0
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        EditPrompt("photo of a person with white hair", ("hair",), {"hair_color": "white"}),
+        EditPrompt("photo of a person with dark skin", ("skin",), {"skin_tone": "dark"}),
+    ],
+)
+def test_a_head_that_has_the_requested_colour_scores_a_full_hit(pale_and_dark_capture, prompt):
+    from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
+
+    parser = AvatarStudioDataParserConfig(data=pale_and_dark_capture).setup()
+    outputs = parser.get_dataparser_outputs("train"), parser.get_dataparser_outputs("val")
+    views = collect_views(*outputs, EvalSettings(num_train_cameras=4))
+    assert views.shading is not None and views.shading[views.labels > 0].min() > 0
+    images = _captured(views)
+    hit = measure_edit(images, images, views, prompt)["fidelity"]["hit_fraction_after"]
+    # Colour named from the pixel alone (searching over light levels), a shadowed part reads as another name.
+    alone = collect_views(*outputs, EvalSettings(num_train_cameras=4, synth_shading=False))
+    assert alone.shading is None
+    hit_alone = measure_edit(images, images, alone, prompt)["fidelity"]["hit_fraction_after"]
+    assert hit >= 0.97 and hit > hit_alone
+
+
+def test_a_synth_that_no_longer_renders_the_capture_gives_no_shading(pale_and_dark_capture, tmp_path, capsys):
+    import shutil
+
+    from avatarstudio_ns.eval.synth_shading import capture_shading
+
+    copy = tmp_path / "head"
+    shutil.copytree(pale_and_dark_capture, copy)
+    record = json.loads((copy / "synth.json").read_text())
+    labels = np.stack([iio.imread(copy / "semantics" / f"00000_{c:02d}.png") for c in range(4)])
+    assert capture_shading(copy, range(4), [0] * 4, labels) is not None
+    record["attributes"]["hair_style"] = "short"
+    (copy / "synth.json").write_text(json.dumps(record))
+    assert capture_shading(copy, range(4), [0] * 4, labels) is None
+    assert "avatarstudio synth" in " ".join(capsys.readouterr().out.split())

@@ -37,6 +37,7 @@ from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.data.synth.canonical import load_canonical_points
 from avatarstudio_ns.eval import metrics as M
 from avatarstudio_ns.eval.prompt_set import EditPrompt, PromptSet
+from avatarstudio_ns.eval.synth_shading import capture_shading
 
 CONSOLE = Console()
 
@@ -56,6 +57,10 @@ class EvalSettings:
     """Pixels the target region is grown by before identity is measured on the rest (edge pixels mix both)."""
     fidelity_erosion: int = 1
     """Pixels the measured region is shrunk by before its colour is measured (unless that leaves nothing)."""
+    synth_shading: bool = True
+    """On a synth capture, compare colours as the synth shows them at each pixel (its light and highlight there,
+    eval/synth_shading.py); False searches over light levels instead, the measure before 2026-12-04, under which
+    a synth head's own white hair scored a fidelity hit of 0.71 and its dark skin 0.83 (1.00 and 1.00 with it)."""
     voxel_size: float = M.DEFAULT_VOXEL_SIZE
     """Edge of the canonical voxels that identify one surface point for the flicker scores, metres."""
     clip_model: str | None = "openai/clip-vit-base-patch32"
@@ -86,6 +91,10 @@ class EvalViews:
     """Split each image comes from ("train" or "val")."""
     image_filenames: list[Path] = field(default_factory=list)
     """The captured image of each view."""
+    shading: Float[np.ndarray, "num_images H W"] | None = None
+    """The synth's grey shading factor at each pixel centre (eval/synth_shading.py); None when unknown."""
+    specular: Float[np.ndarray, "num_images H W"] | None = None
+    """The synth's highlight at each pixel centre; None when unknown."""
 
     def __len__(self) -> int:
         return len(self.cameras)
@@ -102,6 +111,8 @@ class EvalViews:
             self,
             labels=resize(self.labels),
             canonical=None if self.canonical is None else resize(self.canonical),
+            shading=None if self.shading is None else resize(self.shading),
+            specular=None if self.specular is None else resize(self.specular),
         )
 
 
@@ -168,6 +179,10 @@ def collect_views(
             files.append(Path(outputs.image_filenames[i]))
     if not cameras:
         raise ValueError("No capture image matches the requested cameras and timesteps.")
+    shaded = None
+    if settings.synth_shading:
+        # The capture folder is the one above images/ (docs/data_format.md).
+        shaded = capture_shading(files[0].parent.parent, cam_ids, step_ids, np.stack(labels))
     return EvalViews(
         cameras=cameras,
         labels=np.stack(labels),
@@ -176,6 +191,8 @@ def collect_views(
         timestep_indices=np.array(step_ids),
         splits=split_names,
         image_filenames=files,
+        shading=None if shaded is None else shaded[0],
+        specular=None if shaded is None else shaded[1],
     )
 
 
@@ -251,7 +268,13 @@ def measure_edit(
     identity = M.identity_scores(original, edited, views.labels, prompt.regions, settings.dilation)
     measured = _fidelity_mask(views, prompt, settings.fidelity_erosion)
     fidelity = M.fidelity_scores(
-        original[measured], edited[measured], prompt.target_color(), prompt.palette(), prompt.target_name
+        original[measured],
+        edited[measured],
+        prompt.target_color(),
+        prompt.palette(),
+        prompt.target_name,
+        shading=None if views.shading is None else views.shading[measured],
+        specular=None if views.specular is None else views.specular[measured],
     )
     temporal: dict[str, Any] | None = None
     if views.canonical is not None:

@@ -271,7 +271,8 @@ def ablation_markdown(rows: dict[str, list[dict[str, Any]]], note: str = "") -> 
     lines.append("")
     lines.append(
         "Identity: PSNR / SSIM of the edited vs the original render outside the prompt's target region. Fidelity: "
-        "fraction of target pixels whose nearest named colour is the requested one, and CIELAB ΔE to it. Flicker: "
+        "fraction of target pixels whose nearest named colour is the requested one, and CIELAB ΔE to it (on a synth "
+        "capture, each named colour as the synth shows it under that pixel's light). Flicker: "
         "how much the edit (edited - original) varies on one canonical surface point across time / across views. "
         "Bold: the best of a prompt's methods."
     )

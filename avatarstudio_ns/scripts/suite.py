@@ -316,7 +316,8 @@ def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
         f"{TARGETS['hit']:.0%} of target pixels of the requested colour. Measures at the last checkpoint; steps to "
         "target: the first saved checkpoint that meets both. Identity: PSNR / SSIM of edited vs original renders "
         "outside the target. Hit / ΔE: fraction of target pixels whose nearest named colour is the requested one / "
-        "CIELAB distance to it. Flicker: how much the edit varies on one canonical surface point across time / views. "
+        "CIELAB distance to it, each named colour as the synth shows it under that pixel's light. Flicker: how much "
+        "the edit varies on one canonical surface point across time / views. "
         "Region IoU: the edit region against the synth's labels of the target.",
     ]
     if note:

@@ -68,6 +68,10 @@ class SynthViews:
     """Semantic label of the pixel centre."""
     canonical: Float[Tensor, "*bs H W 3"]
     """Canonical-frame surface point of the pixel centre, metres; NaN on background."""
+    shading: Float[Tensor, "*bs H W"]
+    """Grey factor the pixel centre's named albedo is shown at (see :class:`ShadedRays`); 0 on background."""
+    specular: Float[Tensor, "*bs H W"]
+    """Grey highlight added at the pixel centre; 0 on background."""
 
 
 @dataclass
@@ -84,6 +88,12 @@ class ShadedRays:
     """Label ids; 0 where missed."""
     canonical: Float[Tensor, "*bs 3"]
     """Canonical-frame hit points; NaN where missed."""
+    shading: Float[Tensor, "*bs"]
+    """Grey factor the named albedo of the hit's part (``SynthHead.albedo``: the hair colour, the skin tone) is
+    shown at: the light times the procedural detail (hair strands, the iris' limbus). A head whose part had another
+    named colour c would show ``c * shading + specular`` here; 0 where missed."""
+    specular: Float[Tensor, "*bs"]
+    """Grey highlight added to the shaded albedo; 0 where missed."""
 
 
 # Lights in the head (or world) frame: direction toward the light, strength.
@@ -195,6 +205,8 @@ def shade_rays(
     canonical = torch.full((n, 3), float("nan"))
     hits = torch.zeros(n, dtype=torch.bool)
     depth = torch.full((n,), float("inf"))
+    shading = torch.zeros(n)
+    specular = torch.zeros(n)
     for start in range(0, n, settings.chunk):
         sl = slice(start, start + settings.chunk)
         hit, t = sphere_trace(head, state, o_h[sl], d_h[sl], settings, None if t_min is None else t_min[sl])
@@ -222,7 +234,15 @@ def shade_rays(
         rgb[hi] = (surf.albedo * light[:, None] + surf.shininess[:, None] * spec[:, None]).clamp(0.0, 1.0)
         labels[hi] = surf.labels.to(torch.uint8)
         canonical[hi] = surf.canonical
-    return ShadedRays(hit=hits, depth=depth, rgb=rgb, labels=labels, canonical=canonical)
+        # The detail as a grey factor on the part's named albedo: least squares, exact for the grey factors (strands,
+        # limbus), nearly so for the skin's faint blush.
+        named = head.albedo[surf.labels.long()]
+        detail = (surf.albedo * named).sum(-1) / (named * named).sum(-1).clamp_min(1e-8)
+        shading[hi] = light * detail
+        specular[hi] = surf.shininess * spec
+    return ShadedRays(
+        hit=hits, depth=depth, rgb=rgb, labels=labels, canonical=canonical, shading=shading, specular=specular
+    )
 
 
 def render_frame(
@@ -292,6 +312,8 @@ def _render_frame(head: SynthHead, rig: Rig, state: HeadState, settings: RenderS
         mask=(coverage / count).view(c, h, w),
         labels=labels.view(c, h, w),
         canonical=centre.canonical.view(c, h, w, 3),
+        shading=centre.shading.view(c, h, w),
+        specular=centre.specular.view(c, h, w),
     )
 
 
@@ -320,6 +342,8 @@ def render_views(
         mask=torch.stack([v.mask for v in views]),
         labels=torch.stack([v.labels for v in views]),
         canonical=torch.stack([v.canonical for v in views]),
+        shading=torch.stack([v.shading for v in views]),
+        specular=torch.stack([v.specular for v in views]),
     )
 
 
