@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
-from avatarstudio_ns.edit.region import EditRegion, cut_by_colour, otsu_threshold, sharpen
+from avatarstudio_ns.edit.region import EditRegion, grow_by_colour, otsu_threshold, sharpen
 from avatarstudio_ns.guidance.imaging import guided_filter
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.relevance import prompt_relevance
@@ -88,22 +88,24 @@ def test_region_iou_counts_the_foreground_above_one_half():
     assert region_precision_recall(np.zeros((1, 4)), target, foreground) == (0.0, 0.0)
 
 
-def test_the_colour_cut_drops_pixels_of_the_outsides_colour_that_the_relevance_spilled_onto():
-    """A brown top (hair) over a skin-coloured bottom; the relevance covers the top and spills two rows into the
-    bottom, as a coarse map does across a hairline. The cut keeps the top and drops the spilled rows."""
-    image = torch.empty(24, 16, 3)
+def test_colour_growth_takes_in_the_rest_of_the_part_the_relevance_found_only_in_part():
+    """A brown top (hair) over a skin-coloured bottom, off the head at the sides; the region's inside covers only the
+    top rows of the hair, as the relevance covers a crown and not a bob's sides. The growth takes in the whole hair
+    and none of the skin or the backdrop."""
+    image = torch.empty(24, 20, 3)
     image[:12] = torch.tensor([0.35, 0.2, 0.1])
     image[12:] = torch.tensor([0.9, 0.7, 0.6])
+    image[:, :2] = image[:, -2:] = 1.0
     image += 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
-    relevance = torch.zeros(24, 16)
-    relevance[:10] = 1.0
-    relevance[10:14] = 0.6
-    relevance[14:18] = 0.3
-    head = torch.ones(24, 16, dtype=torch.bool)
-    kept = cut_by_colour(image, relevance, head, threshold=0.4)
-    assert kept[:12].all() and not kept[12:].any()
-    # Nothing to separate (every head pixel surely inside): everything stays.
-    assert cut_by_colour(image, torch.ones(24, 16), head, threshold=0.4).all()
+    head = torch.zeros(24, 20, dtype=torch.bool)
+    head[:, 2:-2] = True
+    inside = torch.zeros(24, 20, dtype=torch.bool)
+    inside[:4, 2:-2] = True
+    grown = grow_by_colour(image, inside, head)
+    assert grown[:12, 2:-2].all() and not grown[12:].any() and not grown[:, :2].any() and not grown[:, -2:].any()
+    # Nothing grows from nothing, nor past a head it already covers.
+    assert not grow_by_colour(image, torch.zeros_like(head), head).any()
+    assert torch.equal(grow_by_colour(image, head, head), head)
 
 
 def test_otsu_threshold_splits_two_groups_of_values_between_them():
