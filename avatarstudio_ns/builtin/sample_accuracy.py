@@ -64,8 +64,9 @@ class EvalConfig:
     """DDIM steps per sample."""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     """The probe's training."""
-    grid_path: Path = Path("docs/images/builtin_samples.jpg")
-    """Where the sample grid is saved."""
+    grid_path: Path | None = None
+    """Where the sample grid is saved; None: ``samples.jpg`` in the work folder, beside ``metrics.json`` (a fixed
+    path in the source tree would overwrite the shipped model's picture with any run's)."""
     seed: int = 0
     """Seed of the probe and the samples."""
 
@@ -227,10 +228,11 @@ def _evaluate(train_cfg: TrainBuiltinConfig, cfg: EvalConfig, console: Console, 
         "prompts": {name: [describe(t) for t in members] for name, members in groups.items()},
     }
     labels = [prompt.removeprefix("photo of a person with ") for prompt in prompts]
-    save_grid(samples, labels, Path(cfg.grid_path))
+    grid_path = Path(cfg.grid_path) if cfg.grid_path is not None else work / "samples.jpg"
+    save_grid(samples, labels, grid_path)
     atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print_metrics(console, metrics)
-    console.print(f"Sample grid: {cfg.grid_path}")
+    console.print(f"Sample grid: {grid_path}")
     return metrics
 
 
