@@ -169,7 +169,7 @@ def fit_edit_region(
     values = torch.cat([r[h] for r, h in zip(relevances, heads, strict=True)])
     scale = max(float(torch.quantile(values, 0.99)) if len(values) else 1.0, 1e-8)
     scaled = [r / scale for r in relevances]
-    head_values = torch.cat([r[h] for r, h in zip(scaled, heads, strict=True)])
+    head_values = values / scale
     threshold = otsu_threshold(head_values) if config.split_by_distribution and len(values) else config.threshold
     if config.colour_growth:
         # A pixel the growth takes in counts as fully inside: at the top of the soft edge.

@@ -179,13 +179,14 @@ def collect_views(
             files.append(Path(outputs.image_filenames[i]))
     if not cameras:
         raise ValueError("No capture image matches the requested cameras and timesteps.")
+    label_stack = np.stack(labels)
     shaded = None
     if settings.synth_shading:
         # The capture folder is the one above images/ (docs/data_format.md).
-        shaded = capture_shading(files[0].parent.parent, cam_ids, step_ids, np.stack(labels))
+        shaded = capture_shading(files[0].parent.parent, cam_ids, step_ids, label_stack)
     return EvalViews(
         cameras=cameras,
-        labels=np.stack(labels),
+        labels=label_stack,
         canonical=np.stack(canonical) if has_canonical else None,
         camera_indices=np.array(cam_ids),
         timestep_indices=np.array(step_ids),

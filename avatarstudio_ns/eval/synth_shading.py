@@ -20,10 +20,10 @@ from jaxtyping import Float, UInt8
 from rich.console import Console
 
 from avatarstudio_ns.data.synth.attributes import HeadAttributes
+from avatarstudio_ns.data.synth.capture import CaptureConfig
 from avatarstudio_ns.data.synth.head import SynthHead
 from avatarstudio_ns.data.synth.performance import Performance
 from avatarstudio_ns.data.synth.render import RenderSettings, render_frame
-from avatarstudio_ns.data.synth.rig import make_rig
 
 CONSOLE = Console()
 
@@ -53,11 +53,18 @@ def capture_shading(
     if not record.is_file():
         return None
     synth = json.loads(record.read_text())
-    attributes = HeadAttributes(**synth["attributes"])
-    width, height = int(synth.get("width", synth["resolution"])), int(synth.get("height", synth["resolution"]))
-    rig = make_rig(int(synth["num_cameras"]), int(synth["resolution"]), width=width, height=height)
-    states = Performance(seed=int(synth["seed"])).states(int(synth["num_frames"]))
-    head = SynthHead(attributes)
+    # The capture's own settings make the rig and the performance, as when it was rendered.
+    config = CaptureConfig(
+        num_cameras=int(synth["num_cameras"]),
+        num_frames=int(synth["num_frames"]),
+        resolution=int(synth["resolution"]),
+        width=synth.get("width"),
+        height=synth.get("height"),
+        seed=int(synth["seed"]),
+    )
+    rig = config.rig()
+    states = Performance(seed=config.seed).states(config.num_frames)
+    head = SynthHead(HeadAttributes(**synth["attributes"]))
     shading = np.zeros(labels.shape, dtype=np.float32)
     specular = np.zeros(labels.shape, dtype=np.float32)
     rendered_labels = np.zeros_like(labels)
