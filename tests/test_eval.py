@@ -368,3 +368,31 @@ def test_a_synth_that_no_longer_renders_the_capture_gives_no_shading(pale_and_da
     (copy / "synth.json").write_text(json.dumps(record))
     assert capture_shading(copy, range(4), [0] * 4, labels) is None
     assert "avatarstudio synth" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_exact_recolour_floor_is_what_the_synth_s_own_recoloured_head_scores(pale_and_dark_capture, tmp_path):
+    from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
+    from avatarstudio_ns.data.synth.capture import CaptureConfig, render_capture
+    from avatarstudio_ns.eval.evaluate import exact_recolour_flicker
+
+    # The same head, performance and rig with red hair: the exact edit "red hair" of the white-haired capture.
+    record = json.loads((pale_and_dark_capture / "synth.json").read_text())
+    red = CaptureConfig(output=tmp_path / "red", num_cameras=4, num_frames=2, resolution=48, progress=False)
+    red = render_capture(dataclasses.replace(red, hair_color="red", skin_tone="dark", hair_style="long"))
+    assert json.loads((red / "synth.json").read_text())["seed"] == record["seed"]
+    parser = AvatarStudioDataParserConfig(data=pale_and_dark_capture).setup()
+    views = collect_views(parser.get_dataparser_outputs("train"), parser.get_dataparser_outputs("val"))
+    prompt = EditPrompt("photo of a person with red hair", ("hair",), {"hair_color": "red"})
+    original = _captured(views)
+    edited = np.stack([iio.imread(red / "images" / f.name)[..., :3] for f in views.image_filenames]) / 255.0
+    flicker = measure_edit(original, edited, views, prompt)["temporal"]
+    floor = exact_recolour_flicker(views, prompt, M.DEFAULT_VOXEL_SIZE)
+    assert flicker["exact_recolour"] == dataclasses.asdict(floor)
+    # A consistent edit that recolours textured hair is not scored zero, and the floor says how far from it.
+    assert floor.time_flicker > 0.003 and floor.view_flicker > 0.003
+    assert floor.time_flicker == pytest.approx(flicker["target"]["time_flicker"], rel=0.05)
+    assert floor.view_flicker == pytest.approx(flicker["target"]["view_flicker"], rel=0.05)
+    # Without the synth's light there is no floor.
+    splits = (parser.get_dataparser_outputs(s) for s in ("train", "val"))
+    alone = collect_views(*splits, EvalSettings(synth_shading=False))
+    assert exact_recolour_flicker(alone, prompt, M.DEFAULT_VOXEL_SIZE) is None

@@ -116,6 +116,7 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
     for row in rows:
         assert list(row["per_step"]) == ["2", "3"]  # checkpoints after 2 and 3 steps, both scored
         assert isinstance(row["psnr"], float) and row["seconds"] > 0
+        assert row["exact_time_flicker"] >= 0 and row["exact_view_flicker"] >= 0  # the floor, from the synth
     table = (config.output / "suite.md").read_text()
     assert "| **mean** |" in table and "| **worst** |" in table
     json.loads((config.output / "suite.json").read_text())

@@ -37,7 +37,7 @@ from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.data.synth.canonical import load_canonical_points
 from avatarstudio_ns.eval import metrics as M
 from avatarstudio_ns.eval.prompt_set import EditPrompt, PromptSet
-from avatarstudio_ns.eval.synth_shading import capture_shading
+from avatarstudio_ns.eval.synth_shading import capture_shading, recoloured_capture
 
 CONSOLE = Console()
 
@@ -244,6 +244,64 @@ def _fidelity_mask(views: EvalViews, prompt: EditPrompt, erosion: int) -> np.nda
     return eroded if eroded.any() else mask
 
 
+def exact_recolour_flicker(views: EvalViews, prompt: EditPrompt, voxel_size: float) -> M.FlickerScores | None:
+    """Flicker of the synth's own exact recolouring at the views: the measure's floor for this prompt there.
+
+    The capture's views rendered again with the prompt's measured parts in the requested albedo
+    (:func:`~avatarstudio_ns.eval.synth_shading.recoloured_capture`), scored against the capture like an edit. That
+    edit is consistent by construction, yet scores above zero: a canonical voxel is seen through different pixel
+    centres, which sample the texture detail the new colour is shaded with, and edge pixels mix parts. An edit to
+    that colour can hardly flicker less.
+
+    Args:
+        views: the views, at the size of the renders (see :meth:`EvalViews.resized`).
+        prompt: the edit prompt and its target.
+        voxel_size: edge of the canonical voxels that identify one surface point, metres.
+
+    Returns:
+        The scores on the prompt's target region; None without the synth's shading (a capture the synth did not
+        make, or cannot render again) or canonical points.
+    """
+    if views.shading is None or views.canonical is None or not views.image_filenames:
+        return None
+    recoloured = recoloured_capture(
+        views.image_filenames[0].parent.parent,  # the capture folder, above images/ (docs/data_format.md)
+        views.camera_indices.tolist(),
+        views.timestep_indices.tolist(),
+        M.region_ids(prompt.measured_regions),
+        prompt.target_color(),
+    )
+    if recoloured is None:
+        return None
+    height, width = views.labels.shape[1:]
+    captured = np.stack([_read_rgb(f, width, height) for f in views.image_filenames])
+    recoloured = np.stack([_resized(image, width, height) for image in recoloured])
+    return M.edit_flicker(
+        captured,
+        recoloured,
+        views.canonical,
+        views.timestep_indices,
+        views.camera_indices,
+        M.region_mask(views.labels, prompt.regions),
+        voxel_size,
+    )
+
+
+def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` at ``width`` x ``height`` (area-averaged when smaller)."""
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _read_rgb(path: Path, width: int, height: int) -> Float[np.ndarray, "H W 3"]:
+    """A captured image as RGB in [0, 1] at ``width`` x ``height``."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path} is not a readable image.")
+    return _resized(image[..., ::-1].astype(np.float32) / 255.0, width, height)
+
+
 def measure_edit(
     original: Float[np.ndarray, "num_images H W 3"],
     edited: Float[np.ndarray, "num_images H W 3"],
@@ -295,6 +353,9 @@ def measure_edit(
             return dataclasses.asdict(scores)
 
         temporal = {"target": flicker(target), "foreground": flicker(foreground)}
+        exact = exact_recolour_flicker(views, prompt, settings.voxel_size)
+        if exact is not None:
+            temporal["exact_recolour"] = dataclasses.asdict(exact)
     return {
         "prompt": prompt.prompt,
         "regions": list(prompt.regions),
@@ -461,12 +522,19 @@ REPORT_COLUMNS = (
     "SSIM ↑",
     "ΔE before → after ↓",
     "hit before → after ↑",
-    "time flicker ↓",
-    "view flicker ↓",
+    "time flicker (exact recolour) ↓",
+    "view flicker (exact recolour) ↓",
     "region IoU ↑",
     "CLIP dir ↑",
 )
-"""Columns of the summary table; identity is on non-target pixels, flicker on the target region (RGB units)."""
+"""Columns of the summary table; identity is on non-target pixels, flicker on the target region (RGB units), beside
+that of the synth's own exact recolouring of the target (the floor an edit can reach; synth captures only)."""
+
+
+def _flicker_cell(target: dict[str, Any], exact: dict[str, Any] | None, key: str) -> str:
+    """An edit's flicker, with the exact recolour's in brackets when known."""
+    value = _fmt(target.get(key), 4)
+    return value if exact is None else f"{value} ({_fmt(exact[key], 4)})"
 
 
 def report_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -474,7 +542,7 @@ def report_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for edit in report["edits"]:
         ident, fid, temporal = edit["identity"], edit["fidelity"], edit["temporal"] or {}
-        target = temporal.get("target", {})
+        target, exact = temporal.get("target", {}), temporal.get("exact_recolour")
         rows.append(
             [
                 edit["edited"],
@@ -483,8 +551,8 @@ def report_rows(report: dict[str, Any]) -> list[list[str]]:
                 _fmt(ident["ssim"], 4),
                 f"{_fmt(fid['delta_e_before'], 1)} → {_fmt(fid['delta_e_after'], 1)}",
                 f"{_fmt(fid['hit_fraction_before'])} → {_fmt(fid['hit_fraction_after'])}",
-                _fmt(target.get("time_flicker"), 4),
-                _fmt(target.get("view_flicker"), 4),
+                _flicker_cell(target, exact, "time_flicker"),
+                _flicker_cell(target, exact, "view_flicker"),
                 _fmt(edit.get("region_iou")),
                 _fmt(edit.get("clip_direction"), 3),
             ]

@@ -25,10 +25,12 @@ from avatarstudio_ns.atomic import atomic_write_text
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
 from avatarstudio_ns.eval.evaluate import (
     EvalSettings,
+    EvalViews,
     _fmt,
     _jsonable,
     collect_views,
     evaluate,
+    exact_recolour_flicker,
     load_pipeline,
     pipeline_outputs,
 )
@@ -259,7 +261,19 @@ def score_run(
 SUITE_MEASURES: tuple[tuple[str, str, Any, bool, int], ...] = TABLE_MEASURES + (
     ("region IoU ↑", "region_iou", lambda e: e.get("region_iou"), True, 2),
 )
-"""Columns of the table: the ablation's, and the edit region's IoU."""
+"""Measures of an edit: the ablation's, and the edit region's IoU."""
+
+SUITE_COLUMNS: tuple[tuple[str, str, bool, int], ...] = tuple((t, k, h, d) for t, k, _, h, d in SUITE_MEASURES) + (
+    ("exact recolour time flicker", "exact_time_flicker", False, 4),
+    ("exact recolour view flicker", "exact_view_flicker", False, 4),
+)
+"""Columns of the table (title, row key, higher-is-better, digits): the edit's measures, then the flicker of the
+synth's own exact recolouring of the prompt's target at the same views (the flicker measure's floor there)."""
+
+
+def render_sized(views: EvalViews) -> EvalViews:
+    """The views at the size their cameras render (collect_views scales the cameras, not the labels)."""
+    return views.resized(int(views.cameras[0].height[0, 0]), int(views.cameras[0].width[0, 0]))
 
 
 def meets_targets(row: dict[str, Any]) -> bool:
@@ -289,17 +303,17 @@ def suite_row(scores: dict[int, dict]) -> dict[str, Any]:
 
 def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
     """The table: one row per (identity, prompt), then the mean and worst of each measure."""
-    header = ["identity", "prompt"] + [t for t, *_ in SUITE_MEASURES] + ["edit s", "steps to target"]
+    header = ["identity", "prompt"] + [t for t, *_ in SUITE_COLUMNS] + ["edit s", "steps to target"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["identity"], row["prompt"].removeprefix("photo of a person with ")]
-        cells += [_fmt(row[key], digits) for _, key, _, _, digits in SUITE_MEASURES]
+        cells += [_fmt(row.get(key), digits) for _, key, _, digits in SUITE_COLUMNS]
         cells += [_fmt(row.get("seconds"), 0), str(row["steps_to_target"] or "not reached")]
         lines.append("| " + " | ".join(cells) + " |")
     for label in ("mean", "worst"):
         cells = [f"**{label}**", ""]
-        for _, key, _, higher, digits in SUITE_MEASURES:
-            values = [r[key] for r in rows if r[key] is not None and np.isfinite(r[key])]
+        for _, key, higher, digits in SUITE_COLUMNS:
+            values = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
             if not values:
                 cells.append("-")
                 continue
@@ -317,7 +331,8 @@ def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
         "target: the first saved checkpoint that meets both. Identity: PSNR / SSIM of edited vs original renders "
         "outside the target. Hit / ΔE: fraction of target pixels whose nearest named colour is the requested one / "
         "CIELAB distance to it, each named colour as the synth shows it under that pixel's light. Flicker: how much "
-        "the edit varies on one canonical surface point across time / views. "
+        "the edit varies on one canonical surface point across time / views; exact recolour flicker: that of the "
+        "synth's own recolouring of the target in the requested colour at the same views, the floor an edit can reach. "
         "Region IoU: the edit region against the synth's labels of the target.",
     ]
     if note:
@@ -374,6 +389,9 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
                 views = collect_views(*pipeline_outputs(original), config.settings)
             row = {"identity": name, "prompt": prompt.prompt, "run": str(run)}
             row.update(suite_row(score_run(run, original, views, prompt, prompt_set, config.settings)))
+            floor = exact_recolour_flicker(render_sized(views), prompt, config.settings.voxel_size)
+            row["exact_time_flicker"] = None if floor is None else floor.time_flicker
+            row["exact_view_flicker"] = None if floor is None else floor.view_flicker
             timing = run / "suite_time.json"
             row["seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
             rows.append(row)

@@ -227,6 +227,7 @@ def render_capture(config: CaptureConfig) -> Path:
         "resolution": config.resolution,
         "width": width,
         "height": height,
+        "supersample": config.supersample,
         "frontal_camera_index": rig.frontal_camera_index,
         "holdout_camera_index": holdout,
         "test_frames": config.test_frames,
