@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import tyro
 from rich.console import Console
 
 from avatarstudio_ns.atomic import atomic_write_text
@@ -116,6 +118,10 @@ class SuiteConfig:
     dark, pale and green skin, green eyes, red lips."""
     preset: Literal["fast", "paper"] = "fast"
     """Edit preset, used unchanged: fast (avatarstudio-edit-fast, CPU) or paper (avatarstudio-edit)."""
+    edit_args: str = ""
+    """ns-train options applied to the preset, to measure a change of it on the whole suite, e.g.
+    ``--edit-args="--pipeline.guidance.k-timestep 600"`` (the = keeps the leading dashes a value); empty: the preset
+    unchanged. Give such a suite its own --output: runs are never reused under other settings."""
     base_model: str = "builtin"
     """Base diffusion model: builtin, a local diffusers folder or a Hugging Face id."""
     num_cameras: int = 8
@@ -164,6 +170,8 @@ def edit_config(prompt: str, identity: str, config: SuiteConfig, root: Path):
     lives (one per identity, shared by its prompts)."""
     personalization = root / "personalizations" / identity
     trainer = edit_run_config(config.preset, prompt, config.base_model, config.seed, personalization)
+    if config.edit_args:
+        trainer = tyro.cli(type(trainer), default=trainer, args=shlex.split(config.edit_args))
     # Every checkpoint is kept: the suite scores each of them.
     trainer.save_only_latest_checkpoint = False
     return trainer
@@ -398,8 +406,9 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
         del original
     if config.train_only:
         return {}
+    change = f"with {config.edit_args}" if config.edit_args else "unchanged"
     note = (
-        f"Preset {config.preset} unchanged, base model {config.base_model}, {steps} edit steps (scored every "
+        f"Preset {config.preset} {change}, base model {config.base_model}, {steps} edit steps (scored every "
         f"{config.checkpoint_every}), seed {config.seed}; captures {config.num_cameras} cameras x {config.num_frames} "
         f"frames x {config.resolution} px, recon {config.recon_steps} steps; views: "
         f"{config.settings.num_train_cameras} training cameras + the held-out one, every "
