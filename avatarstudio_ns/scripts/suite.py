@@ -112,7 +112,9 @@ class SuiteConfig:
     """Folder of the captures, runs, cached scores and the tables (suite.md, suite.json)."""
     identities: tuple[str, ...] = tuple(SUITE_IDENTITIES)
     """Identities to make and edit, by name: brown-short-light, blue-long-tan, blonde-bob-dark. Two processes given
-    different identities can share one output folder; a last run over all of them writes the whole table."""
+    different identities can share one output folder; a last run over all of them writes the whole table. On a CPU,
+    give each process its own cores (``taskset -c 0 avatarstudio suite ...``): the CPU presets train on two threads,
+    and two suites sharing two cores edited ten times slower (5-7 s a step against 0.5)."""
     prompts: Path | None = None
     """Prompt set file (JSON or YAML, see avatarstudio_ns/eval/prompt_set.py); default: blue, red and white hair,
     dark, pale and green skin, green eyes, red lips."""
