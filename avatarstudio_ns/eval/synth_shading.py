@@ -1,4 +1,5 @@
-"""The synth's shading at the evaluated views of a synthetic capture, rendered again from its ``synth.json``.
+"""The synth at the evaluated views of a synthetic capture, rendered again from its ``synth.json``: its shading, and
+the exact edit (the same head with a part recoloured).
 
 A rendered pixel mixes albedo and light: in shadow, white hair shows the colour of lit grey hair and dark skin that
 of lit brown skin, so a colour named from the pixel alone is ambiguous. The synth knows the light at every pixel;
@@ -6,6 +7,9 @@ the capture does not store it, but ``synth.json`` records all that made the capt
 rig), so the evaluation renders the pixel centres of its views again and reads the grey shading factor and the
 highlight there (:class:`~avatarstudio_ns.data.synth.render.ShadedRays`). A capture not made by the synth, or made by
 a synth whose geometry has changed since (its labels are not reproduced), has no shading and is measured as before.
+
+The same head with a part in another albedo is what a perfect edit of that part would show; the flicker it scores is
+the floor of the flicker measure (``exact_recolour_flicker`` in eval/evaluate.py).
 """
 
 from __future__ import annotations
