@@ -77,11 +77,13 @@ avatarstudio_edit_fast = MethodSpecification(
             # what the shared colour MLP would tint there), so the inside is free whatever the prompt targets
             # (docs/edit_settings.md).
             model=AvatarEditModelConfig(identity_loss_mult=1000.0),
-            # K = 0 mixes the personalised model in at every t. With the paper's K = 600 and t_max annealed linearly
-            # from 0.98 to 0.5, t > K is drawn on 40 % of the steps at the start, falling to none from 79 % of the
-            # run on (18 % of all steps), so the small base model guides alone for most of the edit; measured before
-            # the edit region existed, that repainted the whole head (README, "Figures").
-            guidance=VTSDSGuidanceConfig(base_model="builtin", k_timestep=0),
+            # The paper's K = 600: at t <= K the base model guides alone. With K = 0 (this preset until 2026-12-05) the
+            # personalised model, fine-tuned on the unedited keyframes, also guided the low-noise steps and pulled the
+            # colour back toward the capture after step 100 (blue-long-tan, suite: hit at step 100 / 300 pale skin
+            # 0.98 / 0.71, red hair 0.90 / 0.81); with K = 600 it held (0.98 / 0.98, 0.98 / 0.98) and every hair and
+            # skin prompt of that identity ended at >= 0.90 (docs/edit_settings.md, "K: the paper's value"). Before
+            # the edit region existed, K = 600 let the base model repaint the whole head; the region now confines it.
+            guidance=VTSDSGuidanceConfig(base_model="builtin"),
             # Sized for a CPU: class images are the slow part of a personalisation there.
             personalization=PersonalizeConfig(steps=200, num_class_images=12, class_image_steps=20),
         ),
@@ -92,7 +94,7 @@ avatarstudio_edit_fast = MethodSpecification(
     ),
     description=(
         "Fast CPU preset of the AvatarStudio edit, for avatarstudio-recon-cpu avatars: 64 px renders, the built-in "
-        "diffusion model, 300 steps, the personalised model mixed in at every timestep (K = 0), renders held to the "
-        "captured keyframes outside the edit region (identity loss)."
+        "diffusion model, 300 steps, the paper's guidance (w = 10, v = 0.6, K = 600, annealed t_max), renders held to "
+        "the captured keyframes outside the edit region (identity loss)."
     ),
 )
