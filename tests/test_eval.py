@@ -396,3 +396,26 @@ def test_the_exact_recolour_floor_is_what_the_synth_s_own_recoloured_head_scores
     splits = (parser.get_dataparser_outputs(s) for s in ("train", "val"))
     alone = collect_views(*splits, EvalSettings(synth_shading=False))
     assert exact_recolour_flicker(alone, prompt, M.DEFAULT_VOXEL_SIZE) is None
+
+
+def test_the_exact_recolour_floor_is_rendered_once_per_prompt_at_the_same_views(pale_and_dark_capture, monkeypatch):
+    from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
+    from avatarstudio_ns.eval import evaluate as E
+
+    calls = []
+    real = E.recoloured_capture
+    monkeypatch.setattr(E, "recoloured_capture", lambda *a, **k: calls.append(a[3:]) or real(*a, **k))
+    parser = AvatarStudioDataParserConfig(data=pale_and_dark_capture).setup()
+    views = collect_views(parser.get_dataparser_outputs("train"), parser.get_dataparser_outputs("val"))
+    red = EditPrompt("photo of a person with red hair", ("hair",), {"hair_color": "red"})
+    blue = EditPrompt("photo of a person with blue hair", ("hair",), {"hair_color": "blue"})
+    original = _captured(views)
+    # Two checkpoints of one edit and a second prompt: the synth renders the views again once per prompt.
+    first = measure_edit(original, original * 0.9, views, red)["temporal"]["exact_recolour"]
+    second = measure_edit(original, original * 0.8, views, red)["temporal"]["exact_recolour"]
+    assert first == second
+    measure_edit(original, original * 0.9, views, blue)
+    assert len(calls) == 2
+    # Other views (here: resized) have their own floor.
+    E.exact_recolour_flicker(views.resized(24, 24), red, M.DEFAULT_VOXEL_SIZE)
+    assert len(calls) == 3

@@ -95,6 +95,9 @@ class EvalViews:
     """The synth's grey shading factor at each pixel centre (eval/synth_shading.py); None when unknown."""
     specular: Float[np.ndarray, "num_images H W"] | None = None
     """The synth's highlight at each pixel centre; None when unknown."""
+    exact_recolour: dict[tuple, M.FlickerScores | None] = field(default_factory=dict, init=False, repr=False)
+    """:func:`exact_recolour_flicker` at these views, by prompt and voxel size: it does not depend on the edit, so
+    every edit of one prompt (and every checkpoint of one edit) reuses it."""
 
     def __len__(self) -> int:
         return len(self.cameras)
@@ -262,6 +265,13 @@ def exact_recolour_flicker(views: EvalViews, prompt: EditPrompt, voxel_size: flo
         The scores on the prompt's target region; None without the synth's shading (a capture the synth did not
         make, or cannot render again) or canonical points.
     """
+    key = (prompt.prompt, prompt.regions, prompt.measured_regions, tuple(prompt.target_color()), voxel_size)
+    if key not in views.exact_recolour:
+        views.exact_recolour[key] = _exact_recolour_flicker(views, prompt, voxel_size)
+    return views.exact_recolour[key]
+
+
+def _exact_recolour_flicker(views: EvalViews, prompt: EditPrompt, voxel_size: float) -> M.FlickerScores | None:
     if views.shading is None or views.canonical is None or not views.image_filenames:
         return None
     recoloured = recoloured_capture(

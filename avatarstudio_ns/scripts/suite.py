@@ -396,10 +396,11 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
             # Scored as soon as it is trained, so an interrupted suite keeps every finished edit's scores.
             if original is None:
                 original = load_pipeline(recon / "config.yml")
-                views = collect_views(*pipeline_outputs(original), config.settings)
+                # At the renders' size from the start, so every scoring reuses one floor per prompt.
+                views = render_sized(collect_views(*pipeline_outputs(original), config.settings))
             row = {"identity": name, "prompt": prompt.prompt, "run": str(run)}
             row.update(suite_row(score_run(run, original, views, prompt, prompt_set, config.settings)))
-            floor = exact_recolour_flicker(render_sized(views), prompt, config.settings.voxel_size)
+            floor = exact_recolour_flicker(views, prompt, config.settings.voxel_size)
             row["exact_time_flicker"] = None if floor is None else floor.time_flicker
             row["exact_view_flicker"] = None if floor is None else floor.view_flicker
             timing = run / "suite_time.json"
