@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
-from avatarstudio_ns.edit.region import EditRegion, grow_by_colour, otsu_threshold, sharpen
+from avatarstudio_ns.edit.region import EditRegion, EditRegionConfig, grow_by_colour, otsu_threshold, sharpen
 from avatarstudio_ns.guidance.imaging import guided_filter
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.relevance import prompt_relevance
@@ -106,6 +106,37 @@ def test_colour_growth_takes_in_the_rest_of_the_part_the_relevance_found_only_in
     # Nothing grows from nothing, nor past a head it already covers.
     assert not grow_by_colour(image, torch.zeros_like(head), head).any()
     assert torch.equal(grow_by_colour(image, head, head), head)
+
+
+def test_colour_growth_takes_in_a_part_s_shadowed_side_and_keeps_to_the_part():
+    """Blonde hair whose lower rows darken into shadow above dark skin, as a bob's lower sides do. The relevance's
+    inside covers the lit crown and its soft edge reaches the first shadowed rows. Compared by lightness and seeded
+    with the rest of the head as probably outside, GrabCut put the shadowed hair with the skin (half the hair
+    grown); with the soft edge probably inside and lightness weighed less than hue, all of the hair and none of the
+    skin. A skin prompt's soft edge reaching into the hair does not take the hair in."""
+    image = torch.empty(24, 20, 3)
+    shade = torch.ones(24)
+    shade[6:14] = torch.linspace(0.95, 0.6, 8)
+    image[:14] = torch.tensor([0.8, 0.62, 0.3]) * shade[:14, None, None]
+    image[14:] = torch.tensor([0.36, 0.22, 0.14])
+    image[:, :2] = image[:, -2:] = 1.0
+    image += 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    head = torch.zeros(24, 20, dtype=torch.bool)
+    head[:, 2:-2] = True
+    crown, hair_edge = torch.zeros_like(head), torch.zeros_like(head)
+    crown[:7, 2:-2] = True
+    hair_edge[:10, 2:-2] = True
+    weight = EditRegionConfig().growth_lightness_weight
+    grown = grow_by_colour(image, crown, head, hair_edge, weight)
+    assert grown[:14, 2:-2].all() and not grown[14:].any() and not grown[:, :2].any()
+    assert grow_by_colour(image, crown, head)[:14, 2:-2].float().mean() <= 0.75  # each change alone falls short
+    assert grow_by_colour(image, crown, head, hair_edge)[:14, 2:-2].float().mean() <= 0.75
+    assert grow_by_colour(image, crown, head, None, weight)[:14, 2:-2].float().mean() <= 0.75
+    skin, skin_edge = torch.zeros_like(head), torch.zeros_like(head)
+    skin[17:, 2:-2] = True
+    skin_edge[12:, 2:-2] = True
+    grown = grow_by_colour(image, skin, head, skin_edge, weight)
+    assert grown[14:, 2:-2].all() and not grown[:14].any()
 
 
 def test_otsu_threshold_splits_two_groups_of_values_between_them():
