@@ -57,8 +57,9 @@ class EditRegionConfig:
     the region's inside as surely inside, the rest of the head as probably outside and the backdrop as surely
     outside, moves the head's pixels whose colour the inside explains better into it. The relevance is strongest
     where the part the prompt names is most typical (the crown, for hair) and weak on the rest of it (a bob's sides);
-    the part shares one colour. Region IoU on four hair and skin prompts of the blonde bob: 0.53-0.71 without,
-    0.63-0.85 with (docs/edit_settings.md)."""
+    the part shares one colour. The region's soft edge starts as probably inside (see :func:`grow_by_colour`). Region
+    IoU on four hair and skin prompts of the blonde bob: 0.53-0.71 without, 0.63-0.85 with (docs/edit_settings.md);
+    its hair 0.61-0.78 with the growth of 2026-12-04, 0.78-0.81 with today's."""
     growth_lightness_weight: float = 0.25
     """Weight of lightness against hue in the colours the growth compares (CIELAB, lightness scaled by this): light
     and shadow change a part's lightness across the head far more than its hue, and a weight of 1 left a bob's
