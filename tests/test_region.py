@@ -139,6 +139,28 @@ def test_colour_growth_takes_in_a_part_s_shadowed_side_and_keeps_to_the_part():
     assert grown[14:, 2:-2].all() and not grown[:14].any()
 
 
+def test_colour_growth_keeps_out_what_the_relevance_surely_leaves_out_whatever_its_colour():
+    """The shadowed hair over a neck of nearly its colour: from the hair's soft edge the growth takes the neck in
+    too, unless the neck's least relevant rows are surely outside; then the hair is grown and the neck stays out."""
+    image = torch.empty(24, 20, 3)
+    shade = torch.ones(24)
+    shade[6:14] = torch.linspace(0.95, 0.6, 8)
+    image[:14] = torch.tensor([0.8, 0.62, 0.3]) * shade[:14, None, None]
+    image[14:] = torch.tensor([0.42, 0.3, 0.17])
+    image[:, :2] = image[:, -2:] = 1.0
+    image += 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    head = torch.zeros(24, 20, dtype=torch.bool)
+    head[:, 2:-2] = True
+    crown, hair_edge, unreached = torch.zeros_like(head), torch.zeros_like(head), torch.zeros_like(head)
+    crown[:7, 2:-2] = True
+    hair_edge[:10, 2:-2] = True
+    unreached[17:, 2:-2] = True
+    weight = EditRegionConfig().growth_lightness_weight
+    assert grow_by_colour(image, crown, head, hair_edge, weight)[14:, 2:-2].all()
+    grown = grow_by_colour(image, crown, head, hair_edge, weight, unreached)
+    assert grown[:14, 2:-2].all() and not grown[14:].any()
+
+
 def test_otsu_threshold_splits_two_groups_of_values_between_them():
     generator = torch.Generator().manual_seed(0)
     low = 0.1 + 0.03 * torch.randn(3000, generator=generator)

@@ -59,12 +59,12 @@ class EditRegionConfig:
     where the part the prompt names is most typical (the crown, for hair) and weak on the rest of it (a bob's sides);
     the part shares one colour. The region's soft edge starts as probably inside (see :func:`grow_by_colour`). Region
     IoU on four hair and skin prompts of the blonde bob: 0.53-0.71 without, 0.63-0.85 with (docs/edit_settings.md);
-    its hair 0.61-0.78 with the growth of 2026-12-04, 0.78-0.81 with today's."""
+    its hair 0.61-0.78 with the growth of 2026-12-04, 0.70-0.79 with today's (recall 0.63-0.80 -> 0.73-0.81)."""
     growth_lightness_weight: float = 0.25
     """Weight of lightness against hue in the colours the growth compares (CIELAB, lightness scaled by this): light
     and shadow change a part's lightness across the head far more than its hue, and a weight of 1 left a bob's
     shadowed lower hair out of its hair. Region IoU on six hair and skin prompts of a held-out identity 0.67-0.83 at
-    1, 0.88-0.90 at 0.25 (docs/edit_settings.md, "Growth in light and hue")."""
+    1, 0.82-0.89 at 0.25 (docs/edit_settings.md, "Growth in light and hue")."""
 
 
 class EditRegion(nn.Module):
@@ -178,12 +178,16 @@ def fit_edit_region(
     head_values = values / scale
     threshold = otsu_threshold(head_values) if config.split_by_distribution and len(values) else config.threshold
     if config.colour_growth:
-        # Surely inside above the soft edge, probably inside on it; a pixel the growth takes in counts as fully
-        # inside: at the top of the soft edge.
+        # Surely inside above the soft edge, probably inside on it, surely outside under the mean of Otsu's lower
+        # class; a pixel the growth takes in counts as fully inside: at the top of the soft edge.
         inside_value, edge_value = threshold + 0.5 * config.softness, threshold - 0.5 * config.softness
+        lower = head_values[head_values < threshold]
+        outside_value = float(lower.mean()) if len(lower) else 0.0
         scaled = [
             torch.where(
-                grow_by_colour(i, r >= inside_value, h, r >= edge_value, config.growth_lightness_weight).to(r.device),
+                grow_by_colour(
+                    i, r >= inside_value, h, r >= edge_value, config.growth_lightness_weight, r < outside_value
+                ).to(r.device),
                 r.clamp_min(inside_value),
                 r,
             )
@@ -224,6 +228,7 @@ def grow_by_colour(
     head: Bool[Tensor, "h w"],
     probably_inside: Bool[Tensor, "h w"] | None = None,
     lightness_weight: float = 1.0,
+    surely_outside: Bool[Tensor, "h w"] | None = None,
 ) -> Bool[Tensor, "h w"]:
     """The head's pixels that GrabCut (colour models of inside and outside, and a smooth cut between them) puts
     with ``inside``.
@@ -233,8 +238,10 @@ def grow_by_colour(
     pixels mix the colours of two parts: seeded as surely inside, they taught the inside's colour model the part
     next to it. What GrabCut starts as probably outside builds the outside's colour model, so a part that
     ``inside`` reaches only in places (a bob's lower hair, weaker to the diffusion model) stays out unless it is
-    probably inside from the start. Colours are compared in CIELAB with lightness scaled by ``lightness_weight``.
-    Nothing grows from an empty inside or one that already covers the head.
+    probably inside from the start. ``surely_outside`` (head pixels the prompt surely does not reach) stays out
+    whatever its colour: with the part's shadowed side probably inside, a neighbouring part of a close colour (a
+    dark neck under shadowed blonde hair) would otherwise join it. Colours are compared in CIELAB with lightness
+    scaled by ``lightness_weight``. Nothing grows from an empty inside or one that already covers the head.
     """
     on_head = head.detach().cpu().numpy()
     core = inside.detach().cpu().numpy() & on_head
@@ -247,6 +254,8 @@ def grow_by_colour(
     if interior.any():  # else the inside is all edge, and all of it is the seed
         labels[core & ~interior] = cv2.GC_PR_FGD
         core = interior
+    if surely_outside is not None:
+        labels[surely_outside.detach().cpu().numpy() & on_head] = cv2.GC_BGD
     labels[core] = cv2.GC_FGD
     labels[~on_head] = cv2.GC_BGD
     rgb = image.detach().cpu().float().clamp(0.0, 1.0).numpy()
