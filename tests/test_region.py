@@ -108,17 +108,15 @@ def test_colour_growth_takes_in_the_rest_of_the_part_the_relevance_found_only_in
     assert torch.equal(grow_by_colour(image, head, head), head)
 
 
-def test_colour_growth_takes_in_a_part_s_shadowed_side_and_keeps_to_the_part():
-    """Blonde hair whose lower rows darken into shadow above dark skin, as a bob's lower sides do. The relevance's
-    inside covers the lit crown and its soft edge reaches the first shadowed rows. Compared by lightness and seeded
-    with the rest of the head as probably outside, GrabCut put the shadowed hair with the skin (half the hair
-    grown); with the soft edge probably inside and lightness weighed less than hue, all of the hair and none of the
-    skin. A skin prompt's soft edge reaching into the hair does not take the hair in."""
+def _shadowed_hair_over(below: tuple[float, float, float]):
+    """A 24 x 20 head between two backdrop columns at each side: blonde hair in rows 0-13 that darkens into shadow
+    from row 6, over ``below`` (skin or neck) in rows 14-23. Returns the image, the head, the hair's lit crown (rows
+    0-6, a relevance's inside) and the reach of its soft edge (rows 0-9)."""
     image = torch.empty(24, 20, 3)
     shade = torch.ones(24)
     shade[6:14] = torch.linspace(0.95, 0.6, 8)
     image[:14] = torch.tensor([0.8, 0.62, 0.3]) * shade[:14, None, None]
-    image[14:] = torch.tensor([0.36, 0.22, 0.14])
+    image[14:] = torch.tensor(below)
     image[:, :2] = image[:, -2:] = 1.0
     image += 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
     head = torch.zeros(24, 20, dtype=torch.bool)
@@ -126,6 +124,16 @@ def test_colour_growth_takes_in_a_part_s_shadowed_side_and_keeps_to_the_part():
     crown, hair_edge = torch.zeros_like(head), torch.zeros_like(head)
     crown[:7, 2:-2] = True
     hair_edge[:10, 2:-2] = True
+    return image, head, crown, hair_edge
+
+
+def test_colour_growth_takes_in_a_part_s_shadowed_side_and_keeps_to_the_part():
+    """Blonde hair whose lower rows darken into shadow above dark skin, as a bob's lower sides do. The relevance's
+    inside covers the lit crown and its soft edge reaches the first shadowed rows. Compared by lightness and seeded
+    with the rest of the head as probably outside, GrabCut put the shadowed hair with the skin (half the hair
+    grown); with the soft edge probably inside and lightness weighed less than hue, all of the hair and none of the
+    skin. A skin prompt's soft edge reaching into the hair does not take the hair in."""
+    image, head, crown, hair_edge = _shadowed_hair_over((0.36, 0.22, 0.14))
     weight = EditRegionConfig().growth_lightness_weight
     grown = grow_by_colour(image, crown, head, hair_edge, weight)
     assert grown[:14, 2:-2].all() and not grown[14:].any() and not grown[:, :2].any()
@@ -142,18 +150,8 @@ def test_colour_growth_takes_in_a_part_s_shadowed_side_and_keeps_to_the_part():
 def test_colour_growth_keeps_out_what_the_relevance_surely_leaves_out_whatever_its_colour():
     """The shadowed hair over a neck of nearly its colour: from the hair's soft edge the growth takes the neck in
     too, unless the neck's least relevant rows are surely outside; then the hair is grown and the neck stays out."""
-    image = torch.empty(24, 20, 3)
-    shade = torch.ones(24)
-    shade[6:14] = torch.linspace(0.95, 0.6, 8)
-    image[:14] = torch.tensor([0.8, 0.62, 0.3]) * shade[:14, None, None]
-    image[14:] = torch.tensor([0.42, 0.3, 0.17])
-    image[:, :2] = image[:, -2:] = 1.0
-    image += 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
-    head = torch.zeros(24, 20, dtype=torch.bool)
-    head[:, 2:-2] = True
-    crown, hair_edge, unreached = torch.zeros_like(head), torch.zeros_like(head), torch.zeros_like(head)
-    crown[:7, 2:-2] = True
-    hair_edge[:10, 2:-2] = True
+    image, head, crown, hair_edge = _shadowed_hair_over((0.42, 0.3, 0.17))
+    unreached = torch.zeros_like(head)
     unreached[17:, 2:-2] = True
     weight = EditRegionConfig().growth_lightness_weight
     assert grow_by_colour(image, crown, head, hair_edge, weight)[14:, 2:-2].all()
