@@ -188,3 +188,37 @@ def test_edit_args_change_the_preset_of_every_edit(tmp_path):
     unchanged = S.edit_config(prompt, "blue-long-tan", S.SuiteConfig(), tmp_path)
     assert changed.pipeline.guidance.k_timestep == 123 and unchanged.pipeline.guidance.k_timestep != 123
     assert changed.pipeline.model.prompt == prompt  # the rest as the suite sets it
+
+
+def test_a_method_of_the_ablation_changes_the_preset_and_has_its_own_runs_and_personalisation(tmp_path):
+    prompt = "photo of a person with red hair"
+    ours = S.edit_config(prompt, "blue-long-tan", S.SuiteConfig(), tmp_path)
+    one_identifier = S.edit_config(prompt, "blue-long-tan", S.SuiteConfig(), tmp_path, S.METHODS["single-identifier"])
+    plain_sds = S.edit_config(prompt, "blue-long-tan", S.SuiteConfig(), tmp_path, S.METHODS["sds"])
+    assert one_identifier.pipeline.personalization.shared_identifier
+    assert not ours.pipeline.personalization.shared_identifier
+    personalizations = tmp_path / "personalizations"
+    assert ours.pipeline.guidance.personalization_dir == personalizations / "blue-long-tan"
+    assert one_identifier.pipeline.guidance.personalization_dir == personalizations / "blue-long-tan-single-identifier"
+    assert not plain_sds.pipeline.guidance.use_personalized
+    # The preset's own runs keep their folders (the suite of one method and the ablation share them); others differ.
+    runs = {
+        S.edit_run(tmp_path, "blue-long-tan", prompt, c, S.METHODS[m])
+        for c, m in ((ours, "vt-sds"), (plain_sds, "sds"))
+    }
+    assert S.run_dir(tmp_path, "blue-long-tan", ours.method_name, S.slug(prompt)) in runs and len(runs) == 2
+
+
+def test_with_several_methods_the_table_has_a_method_column_and_each_method_s_mean_and_worst():
+    rows = [
+        {"identity": "a", "prompt": "photo of a person with red hair", "method": method, "seconds": 10.0, **row}
+        for method, psnr in (("VT-SDS (ours)", 40.0), ("SDS", 20.0), ("VT-SDS (ours)", 36.0), ("SDS", 22.0))
+        for row in [S.suite_row({299: _scores(psnr, 0.95)})]
+    ]
+    table = S.suite_markdown(rows).splitlines()
+    assert "| method |" in table[0]
+    worst = {line.split(" | ")[2]: line for line in table if line.startswith("| **worst**")}
+    assert set(worst) == {"**VT-SDS (ours)**", "**SDS**"}
+    assert "| 36.00 |" in worst["**VT-SDS (ours)**"] and "| 20.00 |" in worst["**SDS**"]
+    # One method: no method column, as before.
+    assert "| method |" not in S.suite_markdown(rows[::2]).splitlines()[0]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import tyro
+from nerfstudio.engine.trainer import TrainerConfig
 from rich.console import Console
 
 from avatarstudio_ns.atomic import atomic_write_text
@@ -37,7 +38,7 @@ from avatarstudio_ns.eval.evaluate import (
     pipeline_outputs,
 )
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet, load_prompt_set
-from avatarstudio_ns.scripts.ablate import TABLE_MEASURES, slug
+from avatarstudio_ns.scripts.ablate import METHODS, TABLE_MEASURES, Method, _method_order, slug
 from avatarstudio_ns.scripts.runs import (
     base_model_weights,
     check_settings,
@@ -120,6 +121,11 @@ class SuiteConfig:
     dark, pale and green skin, green eyes, red lips."""
     preset: Literal["fast", "paper"] = "fast"
     """Edit preset, used unchanged: fast (avatarstudio-edit-fast, CPU) or paper (avatarstudio-edit)."""
+    methods: tuple[str, ...] = ("vt-sds",)
+    """Methods to edit with, by name (those of ``avatarstudio ablate``: vt-sds, sds, single-identifier,
+    no-time-stamps, no-pretrained, no-annealing, whole-appearance, dataset-update); default: the preset's own
+    method. With several, the suite is the ablation on every identity: suite.md adds each method's mean and worst,
+    and methods run one after the other over all identities, so an interrupted suite has whole methods."""
     edit_args: str = ""
     """ns-train options applied to the preset, to measure a change of it on the whole suite, e.g.
     ``--edit-args="--pipeline.guidance.k-timestep 600"`` (the = keeps the leading dashes a value); empty: the preset
@@ -167,16 +173,29 @@ def _capture_config(identity: SuiteIdentity, output: Path, config: SuiteConfig) 
     )
 
 
-def edit_config(prompt: str, identity: str, config: SuiteConfig, root: Path):
-    """The edit preset's config, unchanged but for the prompt, base model, seed and where its personalisation
-    lives (one per identity, shared by its prompts)."""
-    personalization = root / "personalizations" / identity
-    trainer = edit_run_config(config.preset, prompt, config.base_model, config.seed, personalization)
+def edit_config(
+    prompt: str, identity: str, config: SuiteConfig, root: Path, method: Method = METHODS["vt-sds"]
+) -> TrainerConfig:
+    """The edit preset's config, unchanged but for the prompt, base model, seed, ``method``'s change (none for the
+    preset's own) and where its personalisation lives (one per identity and kind of personalisation, shared by the
+    prompts and methods that use it)."""
+    trainer = edit_run_config(config.preset, prompt, config.base_model, config.seed, None)
+    method.apply(trainer)
+    if method.personalization is not None:
+        kind = "" if method.personalization == "keyframes" else f"-{method.personalization}"
+        trainer.pipeline.guidance.personalization_dir = root / "personalizations" / f"{identity}{kind}"
     if config.edit_args:
         trainer = tyro.cli(type(trainer), default=trainer, args=shlex.split(config.edit_args))
     # Every checkpoint is kept: the suite scores each of them.
     trainer.save_only_latest_checkpoint = False
     return trainer
+
+
+def edit_run(root: Path, identity: str, prompt: str, trainer: TrainerConfig, method: Method) -> Path:
+    """Folder of an edit run: named by its prompt, and by its method too unless it is the preset's own (so the suite
+    of one method and the ablation share those runs)."""
+    name = slug(prompt) if method.name == "vt-sds" else f"{slug(prompt)}--{method.name}"
+    return run_dir(root, identity, trainer.method_name, name)
 
 
 def _timed_train(run: Path, **train_args: Any) -> None:
@@ -311,29 +330,42 @@ def suite_row(scores: dict[int, dict]) -> dict[str, Any]:
     return row
 
 
+def _summary_cells(rows: Sequence[dict[str, Any]], label: str) -> list[str]:
+    """Cells of a summary row: the mean or the worst of each measure over ``rows``, seconds and targets reached."""
+    cells = []
+    for _, key, higher, digits in SUITE_COLUMNS:
+        values = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+        if not values:
+            cells.append("-")
+            continue
+        value = float(np.mean(values)) if label == "mean" else (min(values) if higher else max(values))
+        cells.append(_fmt(value, digits))
+    seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
+    cells.append(_fmt(float(np.mean(seconds)) if label == "mean" else max(seconds), 0) if seconds else "-")
+    reached = sum(r["steps_to_target"] is not None for r in rows)
+    cells.append(f"{reached}/{len(rows)} reached" if label == "mean" else "")
+    return cells
+
+
 def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
-    """The table: one row per (identity, prompt), then the mean and worst of each measure."""
-    header = ["identity", "prompt"] + [t for t, *_ in SUITE_COLUMNS] + ["edit s", "steps to target"]
+    """The table: one row per (identity, prompt), then the mean and worst of each measure; with several methods, a
+    method column and the mean and worst of each method."""
+    methods = list(dict.fromkeys(r.get("method", METHODS["vt-sds"].label) for r in rows))
+    several = len(methods) > 1
+    header = ["identity", "prompt"] + (["method"] if several else []) + [t for t, *_ in SUITE_COLUMNS]
+    header += ["edit s", "steps to target"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["identity"], row["prompt"].removeprefix("photo of a person with ")]
+        cells += [row["method"]] if several else []
         cells += [_fmt(row.get(key), digits) for _, key, _, digits in SUITE_COLUMNS]
         cells += [_fmt(row.get("seconds"), 0), str(row["steps_to_target"] or "not reached")]
         lines.append("| " + " | ".join(cells) + " |")
-    for label in ("mean", "worst"):
-        cells = [f"**{label}**", ""]
-        for _, key, higher, digits in SUITE_COLUMNS:
-            values = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
-            if not values:
-                cells.append("-")
-                continue
-            value = float(np.mean(values)) if label == "mean" else (min(values) if higher else max(values))
-            cells.append(_fmt(value, digits))
-        seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
-        cells.append(_fmt(float(np.mean(seconds)) if label == "mean" else max(seconds), 0) if seconds else "-")
-        reached = sum(r["steps_to_target"] is not None for r in rows)
-        cells.append(f"{reached}/{len(rows)} reached" if label == "mean" else "")
-        lines.append("| " + " | ".join(cells) + " |")
+    for method in methods:
+        group = [r for r in rows if r.get("method", METHODS["vt-sds"].label) == method]
+        for label in ("mean", "worst"):
+            cells = [f"**{label}**", ""] + ([f"**{method}**"] if several else []) + _summary_cells(group, label)
+            lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Targets: identity PSNR >= {TARGETS['psnr']:g} dB outside the prompt's target region and >= "
@@ -361,52 +393,54 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     base_weights = base_model_weights(config.base_model)  # fails now, not after the first hour of runs
 
+    methods = _method_order(config.methods)
+    avatars = {name: make_avatar(SUITE_IDENTITIES[name], config, root) for name in config.identities}
+    originals: dict[str, tuple[Any, EvalViews]] = {}  # per identity, its recon and views, loaded when first scored
     rows = []
-    for name in config.identities:
-        identity = SUITE_IDENTITIES[name]
-        capture, recon = make_avatar(identity, config, root)
-        prompts = [p for p in prompt_set.prompts if applies(p, identity)]
-        original = views = None  # the recon, loaded for the first edit scored
-        for prompt in prompts:
-            trainer = edit_config(prompt.prompt, name, config, root)
-            method = trainer.method_name
-            run = run_dir(root, name, method, slug(prompt.prompt))
-            record = {
-                "edit_settings": settings_digest(trainer, steps),
-                "base_model": config.base_model,
-                "base_weights": base_weights,
-                "steps": steps,
-            }
-            check_settings(run / "suite_settings.json", record, run)
-            if not finished(run, steps) and not scored_through(run, steps, config.settings):
-                CONSOLE.rule(f"{name}: {prompt.prompt}")
-                _timed_train(
-                    run,
-                    config=trainer,
-                    data=capture,
-                    root=root,
-                    steps=steps,
-                    load_dir=recon / "nerfstudio_models",
-                    experiment=name,
-                    name=run.name,
-                    steps_per_save=config.checkpoint_every,
-                )
-            if config.train_only:
-                continue
-            # Scored as soon as it is trained, so an interrupted suite keeps every finished edit's scores.
-            if original is None:
-                original = load_pipeline(recon / "config.yml")
-                # At the renders' size from the start, so every scoring reuses one floor per prompt.
-                views = render_sized(collect_views(*pipeline_outputs(original), config.settings))
-            row = {"identity": name, "prompt": prompt.prompt, "run": str(run)}
-            row.update(suite_row(score_run(run, original, views, prompt, prompt_set, config.settings)))
-            floor = exact_recolour_flicker(views, prompt, config.settings.voxel_size)
-            row["exact_time_flicker"] = None if floor is None else floor.time_flicker
-            row["exact_view_flicker"] = None if floor is None else floor.view_flicker
-            timing = run / "suite_time.json"
-            row["seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
-            rows.append(row)
-        del original
+    for method in methods:
+        for name in config.identities:
+            capture, recon = avatars[name]
+            for prompt in (p for p in prompt_set.prompts if applies(p, SUITE_IDENTITIES[name])):
+                trainer = edit_config(prompt.prompt, name, config, root, method)
+                run = edit_run(root, name, prompt.prompt, trainer, method)
+                record = {
+                    "edit_settings": settings_digest(trainer, steps),
+                    "base_model": config.base_model,
+                    "base_weights": base_weights,
+                    "steps": steps,
+                }
+                check_settings(run / "suite_settings.json", record, run)
+                if not finished(run, steps) and not scored_through(run, steps, config.settings):
+                    CONSOLE.rule(f"{name}: {prompt.prompt} ({method.label})")
+                    _timed_train(
+                        run,
+                        config=trainer,
+                        data=capture,
+                        root=root,
+                        steps=steps,
+                        load_dir=recon / "nerfstudio_models",
+                        experiment=name,
+                        name=run.name,
+                        steps_per_save=config.checkpoint_every,
+                    )
+                if config.train_only:
+                    continue
+                # Scored as soon as it is trained, so an interrupted suite keeps every finished edit's scores.
+                if name not in originals:
+                    original = load_pipeline(recon / "config.yml")
+                    # At the renders' size from the start, so every scoring reuses one floor per prompt.
+                    views = render_sized(collect_views(*pipeline_outputs(original), config.settings))
+                    originals[name] = (original, views)
+                original, views = originals[name]
+                row = {"identity": name, "prompt": prompt.prompt, "method": method.label, "run": str(run)}
+                row.update(suite_row(score_run(run, original, views, prompt, prompt_set, config.settings)))
+                floor = exact_recolour_flicker(views, prompt, config.settings.voxel_size)
+                row["exact_time_flicker"] = None if floor is None else floor.time_flicker
+                row["exact_view_flicker"] = None if floor is None else floor.view_flicker
+                timing = run / "suite_time.json"
+                row["seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
+                rows.append(row)
+    del originals
     if config.train_only:
         return {}
     change = f"with {config.edit_args}" if config.edit_args else "unchanged"
@@ -418,9 +452,12 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
         f"{config.settings.timestep_stride}th frame. A prompt is left out for an identity that already has what it "
         "asks for."
     )
+    if len(methods) > 1:
+        note += " Methods: " + "; ".join(f"{m.label}: {m.description}" for m in methods) + "."
     summary = {
         "config": _jsonable(dataclasses.asdict(config)),
         "identities": {n: dataclasses.asdict(SUITE_IDENTITIES[n]) for n in config.identities},
+        "methods": {m.name: {"label": m.label, "description": m.description} for m in methods},
         "targets": TARGETS,
         "rows": rows,
     }
