@@ -220,7 +220,8 @@ def _load_trainer_config(path: Path) -> TrainerConfig:
     return yaml.load(path.read_text(), Loader=yaml.Loader)
 
 
-def _method_order(names: Sequence[str]) -> list[Method]:
+def methods_by_name(names: Sequence[str]) -> list[Method]:
+    """The methods named, in that order; an unknown name is an error that lists the known ones."""
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
@@ -319,7 +320,7 @@ def _check_run_settings(run: Path, config: AblationConfig, trainer, steps: int, 
 
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Trains every (prompt, method) run that is not finished, scores them and writes the table and videos."""
-    methods = _method_order(config.methods)
+    methods = methods_by_name(config.methods)
     prompt_set = load_prompt_set(config.prompts) if config.prompts is not None else ABLATION_PROMPTS
     recon = _load_trainer_config(config.recon)
     data = recon.pipeline.datamanager.data or recon.pipeline.datamanager.dataparser.data

@@ -38,7 +38,7 @@ from avatarstudio_ns.eval.evaluate import (
     pipeline_outputs,
 )
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet, load_prompt_set
-from avatarstudio_ns.scripts.ablate import METHODS, TABLE_MEASURES, Method, _method_order, slug
+from avatarstudio_ns.scripts.ablate import METHODS, TABLE_MEASURES, Method, methods_by_name, slug
 from avatarstudio_ns.scripts.runs import (
     base_model_weights,
     check_settings,
@@ -393,7 +393,7 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     base_weights = base_model_weights(config.base_model)  # fails now, not after the first hour of runs
 
-    methods = _method_order(config.methods)
+    methods = methods_by_name(config.methods)
     avatars = {name: make_avatar(SUITE_IDENTITIES[name], config, root) for name in config.identities}
     originals: dict[str, tuple[Any, EvalViews]] = {}  # per identity, its recon and views, loaded when first scored
     rows = []
