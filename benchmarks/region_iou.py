@@ -84,7 +84,7 @@ class RegionIoU:
         head = torch.stack([s[1] for s in surfaces]) > 0.5
         results = {}
         for prompt in self.prompts:
-            entry = prompt_set.find(prompt) if prompt_set else _find(prompt)
+            entry = (prompt_set or DEFAULT_PROMPT_SET).find(prompt)
             start = time.perf_counter()
             fit_edit_region(pipeline.model, cameras, base, prompt, self.region)
             region = (pipeline.model.edit_region(positions)[..., 0] * head).numpy()
@@ -107,15 +107,6 @@ class RegionIoU:
                 flush=True,
             )
         self.output.write_text(json.dumps({"recon": str(self.recon), "results": results}, indent=1) + "\n")
-
-
-def _find(prompt: str):
-    for prompts in (SUITE_PROMPTS, DEFAULT_PROMPT_SET):
-        try:
-            return prompts.find(prompt)
-        except KeyError:
-            continue
-    raise KeyError(f"{prompt!r} is in neither the suite's nor the built-in prompt set; give --prompt-set.")
 
 
 if __name__ == "__main__":

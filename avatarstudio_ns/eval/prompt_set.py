@@ -169,8 +169,11 @@ class PromptSet:
 DEFAULT_PROMPT_SET = PromptSet(
     prompts=(
         EditPrompt("photo of a person with blue hair", ("hair",), expected={"hair_color": "blue"}),
+        EditPrompt("photo of a person with red hair", ("hair",), expected={"hair_color": "red"}),
+        EditPrompt("photo of a person with white hair", ("hair",), expected={"hair_color": "white"}),
         # Skin takes a tone the synth knows; the default identity has light skin.
         EditPrompt("photo of a person with dark skin", ("skin",), expected={"skin_tone": "dark"}),
+        EditPrompt("photo of a person with pale skin", ("skin",), expected={"skin_tone": "pale"}),
         EditPrompt("photo of a person with green skin", ("skin",), target_rgb=(0.20, 0.62, 0.25)),
         EditPrompt(
             "photo of a person with green eyes", ("eyes",), expected={"eye_color": "green"}, fidelity_regions=("iris",)
@@ -178,7 +181,8 @@ DEFAULT_PROMPT_SET = PromptSet(
         EditPrompt("photo of a person with red lips", ("lips",), expected={"lip_color": "red"}),
     )
 )
-"""Built-in prompts: hair, skin (a named tone and a colour no synth head has), eyes and lips."""
+"""Built-in prompts: hair colours, skin (named tones and a colour no synth head has), eyes and lips; the edit
+suite's prompts, so ``avatarstudio demo`` and ``avatarstudio eval`` measure each of them."""
 
 
 # ------------------------------------------------------------------------------------------------------ files

@@ -86,15 +86,18 @@ SUITE_IDENTITIES: dict[str, SuiteIdentity] = {
 """Identities the suite can make, by name: different hair colours, skin tones and hair styles."""
 
 SUITE_PROMPTS = PromptSet(
-    prompts=(
-        DEFAULT_PROMPT_SET.find("photo of a person with blue hair"),
-        EditPrompt("photo of a person with red hair", ("hair",), expected={"hair_color": "red"}),
-        EditPrompt("photo of a person with white hair", ("hair",), expected={"hair_color": "white"}),
-        DEFAULT_PROMPT_SET.find("photo of a person with dark skin"),
-        EditPrompt("photo of a person with pale skin", ("skin",), expected={"skin_tone": "pale"}),
-        DEFAULT_PROMPT_SET.find("photo of a person with green skin"),
-        DEFAULT_PROMPT_SET.find("photo of a person with green eyes"),
-        DEFAULT_PROMPT_SET.find("photo of a person with red lips"),
+    prompts=tuple(
+        DEFAULT_PROMPT_SET.find(f"photo of a person with {p}")
+        for p in (
+            "blue hair",
+            "red hair",
+            "white hair",
+            "dark skin",
+            "pale skin",
+            "green skin",
+            "green eyes",
+            "red lips",
+        )
     )
 )
 """Default prompts: three hair colours, two skin tones the synth knows, a skin colour no synth head has, an eye
