@@ -21,7 +21,7 @@ import torch
 import tyro
 import yaml
 
-from avatarstudio_ns.data.keyframes import avatar_keyframes
+from avatarstudio_ns.data.keyframes import KeyframeSelectionConfig, avatar_keyframes
 from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region
 from avatarstudio_ns.eval import metrics as M
 from avatarstudio_ns.eval.evaluate import EvalSettings, collect_views, pipeline_outputs
@@ -47,6 +47,11 @@ class RegionIoU:
     """Base diffusion model."""
     region: EditRegionConfig = field(default_factory=EditRegionConfig)
     """Region settings (default: the edit's)."""
+    keyframes: KeyframeSelectionConfig = field(
+        default_factory=lambda: copy.deepcopy(avatarstudio_edit_fast.config.pipeline.keyframes)
+    )
+    """Keyframes the region is fitted on (default: the edit's), e.g. ``--keyframes.time-aware False`` for the first
+    frame's cameras only."""
     settings: EvalSettings = field(
         default_factory=lambda: EvalSettings(num_train_cameras=3, timestep_stride=24, clip_model=None)
     )
@@ -59,6 +64,7 @@ class RegionIoU:
         recon = yaml.load(self.recon.read_text(), Loader=yaml.Loader)
         config.pipeline.datamanager.data = recon.pipeline.datamanager.data
         config.pipeline.guidance.base_model = self.base_model
+        config.pipeline.keyframes = self.keyframes
         config.load_dir = self.recon.parent / "nerfstudio_models"
         config.output_dir = Path(tempfile.mkdtemp(prefix="region_iou_"))
         config.vis = "tensorboard"
