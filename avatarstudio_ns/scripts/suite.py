@@ -353,8 +353,10 @@ def _summary_cells(rows: Sequence[dict[str, Any]], label: str) -> list[str]:
 def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
     """The table: one row per (identity, prompt), then the mean and worst of each measure; with several methods, a
     method column and the mean and worst of each method."""
-    methods = list(dict.fromkeys(r.get("method", METHODS["vt-sds"].label) for r in rows))
-    several = len(methods) > 1
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_method.setdefault(row.get("method", METHODS["vt-sds"].label), []).append(row)
+    several = len(by_method) > 1
     header = ["identity", "prompt"] + (["method"] if several else []) + [t for t, *_ in SUITE_COLUMNS]
     header += ["edit s", "steps to target"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -364,8 +366,7 @@ def suite_markdown(rows: Sequence[dict[str, Any]], note: str = "") -> str:
         cells += [_fmt(row.get(key), digits) for _, key, _, digits in SUITE_COLUMNS]
         cells += [_fmt(row.get("seconds"), 0), str(row["steps_to_target"] or "not reached")]
         lines.append("| " + " | ".join(cells) + " |")
-    for method in methods:
-        group = [r for r in rows if r.get("method", METHODS["vt-sds"].label) == method]
+    for method, group in by_method.items():
         for label in ("mean", "worst"):
             cells = [f"**{label}**", ""] + ([f"**{method}**"] if several else []) + _summary_cells(group, label)
             lines.append("| " + " | ".join(cells) + " |")
