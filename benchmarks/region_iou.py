@@ -22,7 +22,7 @@ import tyro
 import yaml
 
 from avatarstudio_ns.data.keyframes import KeyframeSelectionConfig, avatar_keyframes
-from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region
+from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region, region_keyframes
 from avatarstudio_ns.eval import metrics as M
 from avatarstudio_ns.eval.evaluate import EvalSettings, collect_views, pipeline_outputs
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, load_prompt_set
@@ -81,7 +81,7 @@ class RegionIoU:
             config.pipeline.keyframes,
         )
         datamanager.set_keyframes(keyframes)
-        cameras = [datamanager.keyframe_camera(i) for i in range(len(keyframes))]
+        cameras = [datamanager.keyframe_camera(i) for i in region_keyframes(keyframes, self.region)]
         base = load_diffusion(self.base_model, "cpu")
         views = collect_views(*pipeline_outputs(pipeline), self.settings)
         pipeline.model.eval()

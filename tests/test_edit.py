@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import EDIT_STEPS, quiet_config
+from conftest import EDIT_STEPS, quiet_config, tiny_edit_config
 
 from avatarstudio_ns.edit.trainer import find_checkpoint
 from method_configs.edit import avatarstudio_edit_fast
@@ -307,3 +307,38 @@ def test_the_identity_loss_compares_each_keyframe_render_with_its_capture(edited
         model.config.identity_loss_mult = preset
         model.train(training)
         model.zero_grad(set_to_none=True)
+
+
+class _RegionFitted(Exception):
+    """Stops the guidance's setup once the region's cameras are known."""
+
+
+def test_the_region_is_fitted_on_the_first_frames_keyframes_and_the_edit_keeps_them_all(
+    recon, tiny_model, tmp_path, monkeypatch
+):
+    """The region is found on the first frame's cameras only (the frontal camera's time keyframes would weigh one
+    view several times over); every keyframe is still the edit's."""
+    from avatarstudio_ns.edit import pipeline as edit_pipeline
+
+    capture, recon_config = recon
+    config = tiny_edit_config(capture, tiny_model, tmp_path / "personal")
+    config.load_dir = recon_config.get_base_dir() / "nerfstudio_models"
+    quiet_config(config, tmp_path / "edit", 1)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    fitted = []
+
+    def record(model, cameras, base, prompt, region_config):
+        fitted.append([float(c.times.reshape(-1)[0]) for c in cameras])
+        raise _RegionFitted
+
+    monkeypatch.setattr(edit_pipeline, "fit_edit_region", record)
+    for first_frame_only in (True, False):
+        trainer.pipeline.config.region.first_frame_only = first_frame_only
+        with pytest.raises(_RegionFitted):
+            trainer.pipeline.get_guidance()
+    keyframes = trainer.pipeline.datamanager.keyframes
+    first = [k for k in keyframes if k.timestep_index == keyframes[0].timestep_index]
+    assert 1 < len(first) < len(keyframes), "the capture gives first-frame and time keyframes"
+    assert fitted[0] == [k.time for k in first]
+    assert sorted(fitted[1]) == sorted(k.time for k in keyframes)

@@ -25,7 +25,7 @@ from avatarstudio_ns.data.keyframes import (
     keyframe_images,
 )
 from avatarstudio_ns.edit.model import AvatarEditModel, AvatarEditModelConfig
-from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region
+from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region, region_keyframes
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
 from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
 from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
@@ -109,7 +109,7 @@ class AvatarEditPipeline(VanillaPipeline):
         base = load_diffusion(config.base_model, self.device, dtype=dtype, vae_fp32=config.vae_fp32)
         if self.config.region.enabled and not bool(self.model.edit_region.fitted):
             # Before the guidance is built: it may release the text encoder the region's prompts need.
-            cameras = [datamanager.keyframe_camera(i) for i in range(len(keyframes))]
+            cameras = [datamanager.keyframe_camera(i) for i in region_keyframes(keyframes, self.config.region)]
             stats = fit_edit_region(self.model, cameras, base, config.prompt, self.config.region)
             CONSOLE.print(
                 f"Edit region: {stats['region_fraction']:.0%} of the head's keyframe pixels may change "
