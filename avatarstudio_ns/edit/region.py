@@ -136,7 +136,6 @@ def sharpen(relevance: Tensor, threshold: float, softness: float) -> Tensor:
     return x * x * (3.0 - 2.0 * x)
 
 
-@torch.no_grad()
 def region_keyframes(keyframes: Sequence[Keyframe], config: EditRegionConfig) -> list[int]:
     """Indices of the keyframes the region is fitted on.
 
@@ -153,6 +152,7 @@ def region_keyframes(keyframes: Sequence[Keyframe], config: EditRegionConfig) ->
     return [i for i, keyframe in enumerate(keyframes) if keyframe.timestep_index == first]
 
 
+@torch.no_grad()
 def fit_edit_region(
     model,
     cameras: Sequence[Cameras],
