@@ -67,11 +67,11 @@ class EditRegionConfig:
     shadowed lower hair out of its hair. Region IoU on six hair and skin prompts of a held-out identity 0.67-0.83 at
     1, 0.82-0.89 at 0.25 (docs/edit_settings.md, "Growth in light and hue")."""
     first_frame_only: bool = True
-    """Fit the region on the first frame's keyframes (one per camera) only, not on the frontal camera's frames the time-
-    aware keyframes add; the edit itself still trains on every keyframe. Those frames show the frontal view six more
-    times, so its relevance outweighs every other camera's in the region. Ten suite edits (three identities, hair
-    and skin, 300 steps): identity outside the target region +0.4 to +6.9 dB on eight, -0.6 and -0.8 dB on two, hit
-    within 0.02 except the bob's pale skin 0.83 -> 0.94 (docs/edit_settings.md, "The ablation on the suite")."""
+    """Fit the region on the first frame's keyframes (one per camera) only, not on the frontal camera's frames the
+    time-aware keyframes add; the edit itself still trains on every keyframe. Those frames show the frontal view six
+    more times, so its relevance outweighs every other camera's in the region. Ten suite edits (three identities,
+    hair and skin, 300 steps): identity outside the target region +0.4 to +6.9 dB on eight, -0.6 and -0.8 dB on two,
+    hit within 0.02 except the bob's pale skin 0.83 -> 0.94 (docs/edit_settings.md, "The ablation on the suite")."""
 
 
 class EditRegion(nn.Module):
