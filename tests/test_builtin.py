@@ -44,7 +44,9 @@ def _tiny_config(work: Path, unet_steps: int = 4) -> TrainBuiltinConfig:
         data=TINY_DATA,
         model=SmallModelConfig.tiny(words=builtin_sizes().words),
         vae=VaeStageConfig(steps=3, full_image_steps=1, crop=16, batch_size=2, checkpoint_every=2, log_every=0),
-        unet=UnetStageConfig(steps=unet_steps, batch_size=4, warmup_steps=2, checkpoint_every=2, log_every=0),
+        unet=UnetStageConfig(
+            steps=unet_steps, batch_size=4, warmup_steps=2, checkpoint_every=2, log_every=0, part_weight=4.0
+        ),
     )
 
 
@@ -334,3 +336,22 @@ def test_a_run_can_start_from_a_trained_model_folder(tmp_path, tiny_renders):
     other.unet = dataclasses.replace(other.unet, init_from=first)
     with pytest.raises(ValueError, match="--unet.init-from"):
         train_builtin(other)
+
+
+def test_part_weights_weigh_only_the_cells_of_the_parts_a_caption_names():
+    from avatarstudio_ns.data.labels import IRIS, LIPS, SKIN
+
+    labels = torch.full((3, 8, 8), SKIN, dtype=torch.uint8)
+    labels[:, 1, 2] = IRIS  # latent cell (0, 1) at 2x downsampling
+    labels[:, 6, 5] = LIPS  # latent cell (3, 2)
+    captions = [
+        "photo of a person with green eyes",
+        "photo of a person with blue hair, black eyebrows and red lips",  # "eyebrows" is not "eyes"
+        "",
+    ]
+    w = unet_stage.part_weights(captions, labels, (4, 4), 9.0)
+    assert w.shape == (3, 1, 4, 4)
+    expected = torch.ones(3, 1, 4, 4)
+    expected[0, 0, 0, 1] = 10.0
+    expected[1, 0, 3, 2] = 10.0
+    assert torch.equal(w, expected)
