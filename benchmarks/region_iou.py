@@ -50,8 +50,8 @@ class RegionIoU:
     keyframes: KeyframeSelectionConfig = field(
         default_factory=lambda: copy.deepcopy(avatarstudio_edit_fast.config.pipeline.keyframes)
     )
-    """Keyframes the region is fitted on (default: the edit's), e.g. ``--keyframes.time-aware False`` for the first
-    frame's cameras only."""
+    """Keyframes chosen as the edit chooses them (default: the edit's); the region is fitted on those that
+    ``--region.first-frame-only`` keeps (the first frame's; ``--region.no-first-frame-only`` for all)."""
     settings: EvalSettings = field(
         default_factory=lambda: EvalSettings(num_train_cameras=3, timestep_stride=24, clip_model=None)
     )

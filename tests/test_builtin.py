@@ -44,9 +44,7 @@ def _tiny_config(work: Path, unet_steps: int = 4) -> TrainBuiltinConfig:
         data=TINY_DATA,
         model=SmallModelConfig.tiny(words=builtin_sizes().words),
         vae=VaeStageConfig(steps=3, full_image_steps=1, crop=16, batch_size=2, checkpoint_every=2, log_every=0),
-        unet=UnetStageConfig(
-            steps=unet_steps, batch_size=4, warmup_steps=2, checkpoint_every=2, log_every=0, part_weight=4.0
-        ),
+        unet=UnetStageConfig(steps=unet_steps, batch_size=4, warmup_steps=2, checkpoint_every=2, log_every=0),
     )
 
 
@@ -174,10 +172,15 @@ class _StopAfter(Sitting):
         return self.checks < 0
 
 
+def _part_weighted(cfg: TrainBuiltinConfig) -> TrainBuiltinConfig:
+    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, part_weight=4.0))
+
+
 def test_sittings_stop_at_the_exact_step_and_resume_to_the_same_weights(tmp_path, tiny_renders):
-    straight = _tiny_config(_work(tmp_path, "straight", tiny_renders))
+    # With the part-weighted loss, so that its path trains and resumes too.
+    straight = _part_weighted(_tiny_config(_work(tmp_path, "straight", tiny_renders)))
     train_builtin(straight)
-    cfg = _tiny_config(_work(tmp_path, "sittings", tiny_renders))
+    cfg = _part_weighted(_tiny_config(_work(tmp_path, "sittings", tiny_renders)))
     # Sitting 1 ends in the VAE after one step (not a checkpoint step: checkpoint_every is 2).
     with pytest.raises(SittingOver, match="VAE at step 1/3"):
         train_builtin(cfg, sitting=_StopAfter(1))
@@ -276,10 +279,12 @@ def test_a_setting_added_later_at_its_default_continues_an_older_folder(tmp_path
     record = cfg.work_dir / "settings.json"
     settings = json.loads(record.read_text())
     del settings["model"]["zero_terminal_snr"]
+    del settings["unet"]["part_weight"]
     record.write_text(json.dumps(settings))
     longer = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, steps=5))
     train_builtin(longer)
     assert json.loads(record.read_text())["model"]["zero_terminal_snr"] is False
+    assert json.loads(record.read_text())["unet"]["part_weight"] == 0.0
     record.write_text(json.dumps(settings))
     zero_snr = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, prediction_type="v_prediction", zero_terminal_snr=True)
@@ -339,19 +344,29 @@ def test_a_run_can_start_from_a_trained_model_folder(tmp_path, tiny_renders):
 
 
 def test_part_weights_weigh_only_the_cells_of_the_parts_a_caption_names():
-    from avatarstudio_ns.data.labels import IRIS, LIPS, SKIN
+    from avatarstudio_ns.data.labels import BROWS, IRIS, LIPS, SKIN
 
     labels = torch.full((3, 8, 8), SKIN, dtype=torch.uint8)
     labels[:, 1, 2] = IRIS  # latent cell (0, 1) at 2x downsampling
     labels[:, 6, 5] = LIPS  # latent cell (3, 2)
+    labels[:, 3, 6] = BROWS  # latent cell (1, 3)
     captions = [
         "photo of a person with green eyes",
-        "photo of a person with blue hair, black eyebrows and red lips",  # "eyebrows" is not "eyes"
+        "photo of a person with blue hair, black eyebrows and red lips",
         "",
     ]
     w = unet_stage.part_weights(captions, labels, (4, 4), 9.0)
     assert w.shape == (3, 1, 4, 4)
     expected = torch.ones(3, 1, 4, 4)
     expected[0, 0, 0, 1] = 10.0
-    expected[1, 0, 3, 2] = 10.0
+    expected[1, 0, 3, 2] = expected[1, 0, 1, 3] = 10.0
     assert torch.equal(w, expected)
+
+
+def test_the_label_maps_of_a_batch_are_mirrored_with_their_latents():
+    labels = torch.arange(2 * 2 * 3, dtype=torch.uint8).reshape(2, 2, 3)
+    idx, flip = torch.tensor([1, 1, 0]), torch.tensor([0, 1, 1])
+    picked = unet_stage.mirrored_labels(labels, idx, flip)
+    assert torch.equal(picked[0], labels[1])
+    assert torch.equal(picked[1], labels[1].flip(-1))
+    assert torch.equal(picked[2], labels[0].flip(-1))

@@ -167,3 +167,14 @@ def test_otsu_threshold_splits_two_groups_of_values_between_them():
     # Every split in the gap separates the groups alike; OpenCV's Otsu gives 0.22 on the same values.
     assert float(low.max()) < threshold < float(high.min())
     assert otsu_threshold(torch.full((10,), 0.5)) == 0.5
+
+
+def test_the_region_keyframes_are_the_first_frames_or_all_when_there_are_none():
+    from avatarstudio_ns.data.keyframes import Keyframe
+    from avatarstudio_ns.edit.region import region_keyframes
+
+    first = [Keyframe(c, 0, 0.0) for c in range(3)]
+    later = [Keyframe(4, t, t / 9, source="time") for t in (3, 9)]
+    assert region_keyframes(first + later, EditRegionConfig()) == [0, 1, 2]
+    assert region_keyframes(first + later, EditRegionConfig(first_frame_only=False)) == [0, 1, 2, 3, 4]
+    assert region_keyframes(later, EditRegionConfig()) == [0, 1]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
-from jaxtyping import Float, UInt8
+from jaxtyping import Float, Int, UInt8
 from rich.console import Console
 from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -53,10 +53,10 @@ class UnetStageConfig:
     captions: CaptionConfig = field(default_factory=CaptionConfig)
     """Which attributes a training caption names."""
     part_weight: float = 0.0
-    """Extra loss weight on the latent cells that hold a part the caption names by colour (irises for "eyes",
-    lips, eyebrows): an iris is 0.08 % of the pixels and lips 0.5 %, so an unweighted loss barely asks the model to
-    bind those words to them. A cell's weight is ``1 + part_weight`` where the part shows in it; 0 weighs every
-    cell alike (the shipped model)."""
+    """Extra loss weight (>= 0) on the latent cells that hold a part the caption names by colour (irises for
+    "eyes", lips, eyebrows): an iris is 0.08 % of the pixels and lips 0.5 %, so an unweighted loss barely asks the
+    model to bind those words to them. A cell's weight is ``1 + part_weight`` where the part shows in it; 0 weighs
+    every cell alike (the shipped model). Needs the renders' label maps."""
     min_snr_gamma: float = 5.0
     """Min-SNR loss weighting: weight min(SNR, gamma) / SNR for epsilon prediction, min(SNR + 1, gamma) / (SNR + 1)
     for v prediction; 0 disables it."""
@@ -106,16 +106,27 @@ def part_weights(
         captions: One caption per item.
         labels: Each item's semantic labels at image resolution (mirrored with its latent).
         latent_size: The latents' (h, w).
-        part_weight: Extra weight of a named part's cells.
+        part_weight: Extra weight of a named part's cells (>= 0).
+
+    Returns:
+        A weight per item and latent cell, to multiply the item's squared error with.
     """
-    named = torch.zeros(labels.shape, dtype=torch.bool)
+    if part_weight < 0:
+        raise ValueError(f"part_weight must be >= 0, got {part_weight}.")
+    named = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
     for i, caption in enumerate(captions):
         words = set(re.findall(r"[a-z]+", caption))
         for noun, ids in PART_LABELS.items():
             if noun in words:
-                named[i] |= torch.isin(labels[i], torch.tensor(ids, dtype=labels.dtype))
+                named[i] |= torch.isin(labels[i], torch.tensor(ids, dtype=labels.dtype, device=labels.device))
     cells = F.adaptive_max_pool2d(named[:, None].float(), latent_size)
     return 1.0 + part_weight * cells
+
+
+def mirrored_labels(labels: UInt8[Tensor, "N H W"], idx: Int[Tensor, " b"], flip: Int[Tensor, " b"]) -> Tensor:
+    """The label maps of a batch's images, mirrored where the batch takes the mirrored latent (``flip`` 1)."""
+    picked = labels[idx]
+    return torch.where(flip.bool()[:, None, None], picked.flip(-1), picked)
 
 
 class _Tokens:
@@ -215,7 +226,9 @@ def train_unet(
         save_state({**state, "step": step, "elapsed": elapsed}, ckpt_path)
 
     tokens = _Tokens(tokenizer)
-    labels = torch.from_numpy(data.labels) if data.labels is not None else None
+    if cfg.part_weight > 0 and data.labels is None:
+        raise ValueError("--unet.part-weight needs the renders' label maps; render the training set again.")
+    labels = torch.from_numpy(data.labels) if cfg.part_weight > 0 else None
     mean, std, scale = latents["mean"], latents["std"], float(latents["scaling_factor"])
     num_t = scheduler.config.num_train_timesteps
     alphabar = scheduler.alphas_cumprod.to(device)
@@ -249,10 +262,7 @@ def train_unet(
             target = training_target(z0, noise, alphabar[timesteps], scheduler.config.prediction_type)
             error = (pred - target).square()
             if cfg.part_weight > 0:
-                if labels is None:
-                    raise ValueError("--unet.part-weight needs the renders' label maps; render the training set again.")
-                item_labels = labels[idx]
-                item_labels = torch.where(flip.bool()[:, None, None], item_labels.flip(-1), item_labels)
+                item_labels = mirrored_labels(labels, idx, flip)
                 error = error * part_weights(captions, item_labels, tuple(z0.shape[-2:]), cfg.part_weight).to(device)
             per_item = error.mean(dim=(1, 2, 3))
             loss = (per_item * weight).mean()

@@ -112,8 +112,8 @@ class AvatarEditPipeline(VanillaPipeline):
             cameras = [datamanager.keyframe_camera(i) for i in region_keyframes(keyframes, self.config.region)]
             stats = fit_edit_region(self.model, cameras, base, config.prompt, self.config.region)
             CONSOLE.print(
-                f"Edit region: {stats['region_fraction']:.0%} of the head's keyframe pixels may change "
-                f"(where {config.prompt!r} differs from {self.config.region.reference_prompt!r})."
+                f"Edit region: {stats['region_fraction']:.0%} of the head's pixels in {len(cameras)} keyframes may "
+                f"change (where {config.prompt!r} differs from {self.config.region.reference_prompt!r})."
             )
         return self._make_guidance(config, base, keyframes)
 

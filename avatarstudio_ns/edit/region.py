@@ -144,12 +144,11 @@ def region_keyframes(keyframes: Sequence[Keyframe], config: EditRegionConfig) ->
         config: Region settings.
 
     Returns:
-        Every index, or with ``config.first_frame_only`` those at the first keyframe's timestep.
+        Every index, or with ``config.first_frame_only`` those of the first frame's keyframes (all of them when the
+        keyframes have none, e.g. cameras restricted to ones without an image at the first frame).
     """
-    if not config.first_frame_only or not keyframes:
-        return list(range(len(keyframes)))
-    first = keyframes[0].timestep_index
-    return [i for i, keyframe in enumerate(keyframes) if keyframe.timestep_index == first]
+    first = [i for i, keyframe in enumerate(keyframes) if keyframe.source == "first_frame"]
+    return first if config.first_frame_only and first else list(range(len(keyframes)))
 
 
 @torch.no_grad()
@@ -164,7 +163,8 @@ def fit_edit_region(
 
     Args:
         model: The edit model (its ``canonical_surface`` renders a keyframe and lifts its pixels).
-        cameras: One camera per keyframe, at the render resolution and the keyframe's time.
+        cameras: One camera per keyframe the region is fitted on (:func:`region_keyframes`), at the render
+            resolution and the keyframe's time.
         base: The base diffusion model, text encoder still loaded.
         prompt: The edit prompt.
         config: Region settings.
