@@ -361,6 +361,11 @@ def test_part_weights_weigh_only_the_cells_of_the_parts_a_caption_names():
     expected[0, 0, 0, 1] = 10.0
     expected[1, 0, 3, 2] = expected[1, 0, 1, 3] = 10.0
     assert torch.equal(w, expected)
+    # Only the parts asked for.
+    expected[1, 0, 1, 3] = 1.0
+    assert torch.equal(unet_stage.part_weights(captions, labels, (4, 4), 9.0, ("eyes", "lips")), expected)
+    with pytest.raises(ValueError, match="nose"):
+        unet_stage.part_weights(captions, labels, (4, 4), 9.0, ("nose",))
 
 
 def test_the_label_maps_of_a_batch_are_mirrored_with_their_latents():

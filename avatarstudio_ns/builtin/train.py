@@ -282,6 +282,7 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "vae.init_from": None,
     "unet.init_from": None,
     "unet.part_weight": 0.0,
+    "unet.weighted_parts": ["eyes", "lips", "eyebrows"],
 }
 """Settings added after work folders began recording theirs, with the value that a folder recorded before then was
 trained with (what the code did before the setting existed; not today's default, which may have changed since)."""

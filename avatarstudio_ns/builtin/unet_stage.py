@@ -57,6 +57,8 @@ class UnetStageConfig:
     "eyes", lips, eyebrows): an iris is 0.08 % of the pixels and lips 0.5 %, so an unweighted loss barely asks the
     model to bind those words to them. A cell's weight is ``1 + part_weight`` where the part shows in it; 0 weighs
     every cell alike (the shipped model). Needs the renders' label maps."""
+    weighted_parts: tuple[str, ...] = ("eyes", "lips", "eyebrows")
+    """The caption nouns whose parts ``part_weight`` weighs (keys of ``PART_LABELS``)."""
     min_snr_gamma: float = 5.0
     """Min-SNR loss weighting: weight min(SNR, gamma) / SNR for epsilon prediction, min(SNR + 1, gamma) / (SNR + 1)
     for v prediction; 0 disables it."""
@@ -98,7 +100,11 @@ PART_LABELS: dict[str, tuple[int, ...]] = {"eyes": (IRIS,), "lips": (LIPS,), "ey
 
 
 def part_weights(
-    captions: list[str], labels: UInt8[Tensor, "b H W"], latent_size: tuple[int, int], part_weight: float
+    captions: list[str],
+    labels: UInt8[Tensor, "b H W"],
+    latent_size: tuple[int, int],
+    part_weight: float,
+    parts: tuple[str, ...] = tuple(PART_LABELS),
 ) -> Float[Tensor, "b 1 h w"]:
     """Loss weight of each latent cell: ``1 + part_weight`` on cells that show a part its caption names.
 
@@ -107,17 +113,21 @@ def part_weights(
         labels: Each item's semantic labels at image resolution (mirrored with its latent).
         latent_size: The latents' (h, w).
         part_weight: Extra weight of a named part's cells (>= 0).
+        parts: The caption nouns weighed (keys of ``PART_LABELS``).
 
     Returns:
         A weight per item and latent cell, to multiply the item's squared error with.
     """
     if part_weight < 0:
         raise ValueError(f"part_weight must be >= 0, got {part_weight}.")
+    if unknown := set(parts) - PART_LABELS.keys():
+        raise ValueError(f"Unknown weighted parts {sorted(unknown)}; choose from {list(PART_LABELS)}.")
     named = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
     for i, caption in enumerate(captions):
         words = set(re.findall(r"[a-z]+", caption))
-        for noun, ids in PART_LABELS.items():
+        for noun in parts:
             if noun in words:
+                ids = PART_LABELS[noun]
                 named[i] |= torch.isin(labels[i], torch.tensor(ids, dtype=labels.dtype, device=labels.device))
     cells = F.adaptive_max_pool2d(named[:, None].float(), latent_size)
     return 1.0 + part_weight * cells
@@ -263,7 +273,9 @@ def train_unet(
             error = (pred - target).square()
             if cfg.part_weight > 0:
                 item_labels = mirrored_labels(labels, idx, flip)
-                error = error * part_weights(captions, item_labels, tuple(z0.shape[-2:]), cfg.part_weight).to(device)
+                error = error * part_weights(
+                    captions, item_labels, tuple(z0.shape[-2:]), cfg.part_weight, cfg.weighted_parts
+                ).to(device)
             per_item = error.mean(dim=(1, 2, 3))
             loss = (per_item * weight).mean()
             optimizer.zero_grad(set_to_none=True)
