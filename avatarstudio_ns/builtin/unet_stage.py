@@ -195,7 +195,8 @@ def train_unet(
         tokenizer: The tokenizer that goes with the text encoder.
         scheduler: Training noise schedule.
         latents: ``mean``, ``std`` (2, N, C, h, w) and ``scaling_factor`` from ``encode_latents``.
-        data: The images' attributes, for captions.
+        data: The images' attributes, for captions (and their label maps, which ``cfg.part_weight`` needs: the
+            caller checks they are there before any stage trains).
         cfg: Training settings.
         work_dir: Folder of checkpoints.
         seed: Seed of the batches, captions, noise and timesteps.
@@ -236,8 +237,6 @@ def train_unet(
         save_state({**state, "step": step, "elapsed": elapsed}, ckpt_path)
 
     tokens = _Tokens(tokenizer)
-    if cfg.part_weight > 0 and data.labels is None:
-        raise ValueError("--unet.part-weight needs the renders' label maps; render the training set again.")
     labels = torch.from_numpy(data.labels) if cfg.part_weight > 0 else None
     mean, std, scale = latents["mean"], latents["std"], float(latents["scaling_factor"])
     num_t = scheduler.config.num_train_timesteps
