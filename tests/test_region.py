@@ -178,3 +178,40 @@ def test_the_region_keyframes_are_the_first_frames_or_all_when_there_are_none():
     assert region_keyframes(first + later, EditRegionConfig()) == [0, 1, 2]
     assert region_keyframes(first + later, EditRegionConfig(first_frame_only=False)) == [0, 1, 2, 3, 4]
     assert region_keyframes(later, EditRegionConfig()) == [0, 1]
+
+
+def test_each_keyframe_votes_once_for_the_points_it_sees(monkeypatch):
+    """A point two keyframes of three put just inside is in the region; one that a single keyframe finds very
+    relevant and two leave out is not (averaging the relevance itself had it the other way round)."""
+    import avatarstudio_ns.edit.region as region_module
+
+    # 64 canonical points three voxels apart, so that no two share a voxel's neighbourhood; every keyframe sees all.
+    index = torch.stack(torch.meshgrid(*[torch.arange(4) * 3] * 3, indexing="ij"), dim=-1).reshape(64, 3)
+    positions = (index.float() / 15.0 * 2.0 - 1.0).reshape(8, 8, 3)
+    config = EditRegionConfig(split_by_distribution=False, threshold=0.5, softness=0.2, colour_growth=False)
+    top = config.threshold + config.softness / 2  # the lowest relevance that is fully inside
+    relevance = torch.zeros(3, 64)
+    relevance[:, 20:] = 1.0  # the part, every keyframe agrees
+    relevance[:2, :16] = top  # two of three keyframes: just inside; the third: out
+    relevance[0, 16] = 3.0  # one keyframe: far inside; the other two: out
+    relevance[:, 17:20] = 0.0
+    calls = iter(range(3))
+
+    class Surfaces:
+        background_color = torch.ones(3)
+        edit_region = EditRegion(AABB, resolution=16)
+
+        def canonical_surface(self, camera):
+            return positions, torch.ones(8, 8), torch.full((8, 8, 3), 0.5)
+
+    class Base:
+        def embed(self, prompt):
+            return torch.zeros(1, 1, 1)
+
+    monkeypatch.setattr(region_module, "prompt_relevance", lambda *a, **k: relevance[next(calls)].reshape(1, 8, 8))
+    model = Surfaces()
+    region_module.fit_edit_region(model, [None] * 3, Base(), "photo of a person with blue hair", config)
+    values = model.edit_region(positions.reshape(64, 3))[:, 0]
+    assert bool((values[:16] > 0.75).all()), values[:16]
+    assert float(values[16]) < 0.25
+    assert bool((values[17:20] == 0).all()) and bool((values[20:] == 1).all())
