@@ -73,8 +73,9 @@ class EditRegionConfig:
     relevance's smooth step; 1 where the colour growth took it in), so a keyframe where the part is most relevant
     counts no more than one where it is weak; averaging the relevance itself let the crown's strong pixels outvote
     the rest of the part. Region IoU over 30 hair and skin prompts on five recons (the suite's three, the demo's,
-    grey-short-tan): mean / worst 0.872 / 0.614 averaging relevance, 0.885 / 0.637 with votes at 0.5, 0.856 / 0.578
-    at 0.4; the bob's hair recall 0.76-0.82 -> 0.80-0.87 (docs/edit_settings.md, "Votes, not relevance")."""
+    grey-short-tan): mean / worst 0.872 / 0.614 averaging relevance, 0.885 / 0.637 with votes at 0.5 (higher on 28
+    of 30); at 0.4 recall rises and precision falls, 0.873 / 0.578 on the 24 measured (relevance: 0.873 / 0.614). The
+    bob's hair recall 0.76-0.82 -> 0.80-0.87 (docs/edit_settings.md, "Votes, not relevance")."""
     first_frame_only: bool = True
     """Fit the region on the first frame's keyframes (one per camera) only, not on the frontal camera's frames the
     time-aware keyframes add; the edit itself still trains on every keyframe. Those frames show the frontal view six
