@@ -5,7 +5,15 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 RECONS = ["blonde-bob-dark", "blue-long-tan", "brown-short-light", "demo", "grey-short-tan"]
-VARIANTS = ["relevance_mean", "votes", "votes_0.4", "grown_at_1", "grown_at_0.75"]
+VARIANTS = [
+    "relevance_mean",
+    "votes",
+    "votes_0.4",
+    "grown_at_1",
+    "grown_at_0.75",
+    "votes_surely_outside_q25",
+    "votes_no_surely_outside",
+]
 
 print("| avatar | prompt | " + " | ".join(VARIANTS) + " |")
 print("|---" * (len(VARIANTS) + 2) + "|")
