@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, "/work/main/benchmarks")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/, for region_iou
 import region_iou  # noqa: E402
 
 from avatarstudio_ns.edit import region as R  # noqa: E402
