@@ -5,7 +5,7 @@
   pixels' mean than the surely-outside pixels' mean start as probably inside.
 - ``lab-reprieve-chroma``: CIELAB growth as shipped, with the chromaticity reprieve.
 
-    python variants.py chroma --recon <recon config.yml> --output out.json --prompts ...
+    python chromaticity_variants.py chroma --recon <recon config.yml> --output out.json --prompts ...
 """
 
 import sys
