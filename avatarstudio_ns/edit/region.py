@@ -296,13 +296,18 @@ def grow_by_colour(
         labels[surely_outside.detach().cpu().numpy() & on_head] = cv2.GC_BGD
     labels[core] = cv2.GC_FGD
     labels[~on_head] = cv2.GC_BGD
+    background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(growth_colours(image, lightness_weight), labels, None, background, foreground, 5, cv2.GC_INIT_WITH_MASK)
+    grown = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)) & on_head
+    return torch.from_numpy(grown).to(head.device)
+
+
+def growth_colours(image: Float[Tensor, "h w 3"], lightness_weight: float) -> np.ndarray:
+    """The colours :func:`grow_by_colour` compares: CIELAB with lightness scaled by ``lightness_weight`` about its
+    middle, as an 8-bit image [h, w, 3] (GrabCut's input)."""
     rgb = image.detach().cpu().float().clamp(0.0, 1.0).numpy()
     lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2Lab)  # L in [0, 100], a and b about [-128, 127]
     lightness = lab[..., 0] * (255.0 / 100.0) * lightness_weight + 128.0 * (1.0 - lightness_weight)
     pixels = np.stack([lightness, lab[..., 1] + 128.0, lab[..., 2] + 128.0], axis=-1)
-    pixels = np.ascontiguousarray(np.clip(pixels, 0.0, 255.0).round().astype(np.uint8))
-    background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    cv2.grabCut(pixels, labels, None, background, foreground, 5, cv2.GC_INIT_WITH_MASK)
-    grown = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)) & on_head
-    return torch.from_numpy(grown).to(head.device)
+    return np.ascontiguousarray(np.clip(pixels, 0.0, 255.0).round().astype(np.uint8))
