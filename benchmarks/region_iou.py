@@ -22,6 +22,7 @@ import tyro
 import yaml
 
 from avatarstudio_ns.data.keyframes import KeyframeSelectionConfig, avatar_keyframes
+from avatarstudio_ns.data.labels import LABELS
 from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region, region_keyframes
 from avatarstudio_ns.eval import metrics as M
 from avatarstudio_ns.eval.evaluate import EvalSettings, collect_views, pipeline_outputs
@@ -100,16 +101,25 @@ class RegionIoU:
             # What the region wrongly takes in is painted by the edit: the identity outside the target follows the
             # region's precision, the edit's reach its recall.
             precision, recall = M.region_precision_recall(region, target, foreground)
+            # Where the rest of the region lies: its weight outside the target, per synth label.
+            spill = region * (foreground & ~target)
+            outside = {
+                name: float(spill[labels == label].sum() / max(spill.sum(), 1e-8))
+                for name, label in LABELS.items()
+                if (spill[labels == label] > 0).any()
+            }
             results[prompt] = {
                 "regions": list(entry.regions),
                 "iou": iou,
                 "precision": precision,
                 "recall": recall,
+                "outside": outside,
                 "seconds": time.perf_counter() - start,
             }
             print(
                 f"{prompt}: region IoU {iou:.3f}, precision {precision:.3f}, recall {recall:.3f} "
-                f"({', '.join(entry.regions)})",
+                f"({', '.join(entry.regions)}); outside the target: "
+                + ", ".join(f"{k} {v:.0%}" for k, v in sorted(outside.items(), key=lambda kv: -kv[1]) if v >= 0.05),
                 flush=True,
             )
         self.output.write_text(json.dumps({"recon": str(self.recon), "results": results}, indent=1) + "\n")
