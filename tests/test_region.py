@@ -215,3 +215,42 @@ def test_each_keyframe_votes_once_for_the_points_it_sees(monkeypatch):
     assert bool((values[:16] > 0.75).all()), values[:16]
     assert float(values[16]) < 0.25
     assert bool((values[17:20] == 0).all()) and bool((values[20:] == 1).all())
+
+
+def test_each_keyframe_keeps_out_only_its_own_least_relevant_pixels(monkeypatch):
+    """Two keyframes of blonde hair shadowed above dark skin. The front one finds the hair relevant and its face weakly
+    so; the side one finds its crown relevant, the next rows on the soft edge and its lowest hair less relevant than
+    the front's face, among the least relevant pixels of both. Surely outside by the whole set's measure, the side's
+    lowest hair stayed out of the region whatever its colour; with only the side's own least relevant pixels (its
+    neck) surely outside, it is grown with the crown, and the skin still stays out."""
+    import avatarstudio_ns.edit.region as region_module
+
+    image, head, _, _ = _shadowed_hair_over((0.36, 0.22, 0.14))  # hair rows 0-13, skin rows 14-23
+    front, side = torch.zeros(24, 20), torch.zeros(24, 20)
+    front[:14], front[14:] = 1.0, 0.3
+    side[:5], side[5:10], side[10:14], side[14:20], side[20:] = 1.0, 0.25, 0.12, 0.05, 0.0  # soft edge from row 5
+    # Each keyframe's pixels at canonical points of their own, a voxel apart.
+    rows, cols = torch.meshgrid(torch.arange(24), torch.arange(20), indexing="ij")
+    grid = torch.stack([cols, rows], dim=-1).float() / 32.0 * 2.0 - 0.9
+    surfaces = [torch.cat([grid, torch.full((24, 20, 1), z)], dim=-1) for z in (-0.5, 0.5)]
+    relevances, calls = [front, side], iter(range(2))
+
+    class Surfaces:
+        background_color = torch.ones(3)
+        edit_region = EditRegion(AABB, resolution=64)
+
+        def canonical_surface(self, camera):
+            index = next(calls)
+            self.last = index
+            return surfaces[index], head.float(), image
+
+    class Base:
+        def embed(self, prompt):
+            return torch.zeros(1, 1, 1)
+
+    model = Surfaces()
+    monkeypatch.setattr(region_module, "prompt_relevance", lambda *a, **k: relevances[model.last][None])
+    region_module.fit_edit_region(model, [None] * 2, Base(), "photo of a person with blue hair", EditRegionConfig())
+    side_region = model.edit_region(surfaces[1].reshape(-1, 3))[:, 0].reshape(24, 20)
+    assert bool((side_region[:14, 3:-3] > 0.5).all()), side_region[:14, 3:-3]
+    assert bool((side_region[14:, 3:-3] < 0.5).all()), side_region[14:, 3:-3]
