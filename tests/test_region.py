@@ -233,23 +233,21 @@ def test_each_keyframe_keeps_out_only_its_own_least_relevant_pixels(monkeypatch)
     rows, cols = torch.meshgrid(torch.arange(24), torch.arange(20), indexing="ij")
     grid = torch.stack([cols, rows], dim=-1).float() / 32.0 * 2.0 - 0.9
     surfaces = [torch.cat([grid, torch.full((24, 20, 1), z)], dim=-1) for z in (-0.5, 0.5)]
-    relevances, calls = [front, side], iter(range(2))
+    surface_calls, relevance_calls = iter(surfaces), iter([front, side])
 
     class Surfaces:
         background_color = torch.ones(3)
         edit_region = EditRegion(AABB, resolution=64)
 
         def canonical_surface(self, camera):
-            index = next(calls)
-            self.last = index
-            return surfaces[index], head.float(), image
+            return next(surface_calls), head.float(), image
 
     class Base:
         def embed(self, prompt):
             return torch.zeros(1, 1, 1)
 
     model = Surfaces()
-    monkeypatch.setattr(region_module, "prompt_relevance", lambda *a, **k: relevances[model.last][None])
+    monkeypatch.setattr(region_module, "prompt_relevance", lambda *a, **k: next(relevance_calls)[None])
     region_module.fit_edit_region(model, [None] * 2, Base(), "photo of a person with blue hair", EditRegionConfig())
     side_region = model.edit_region(surfaces[1].reshape(-1, 3))[:, 0].reshape(24, 20)
     assert bool((side_region[:14, 3:-3] > 0.5).all()), side_region[:14, 3:-3]

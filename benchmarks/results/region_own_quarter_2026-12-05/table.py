@@ -1,26 +1,20 @@
 """Prints the region IoU / precision / recall per recon and prompt of each variant (the JSON files here), and the
 mean and worst IoU of each over the prompts both have."""
 
-import json
+import importlib.util
 from pathlib import Path
 
 HERE = Path(__file__).parent
+# The rows are printed as the votes' table prints them.
+_spec = importlib.util.spec_from_file_location("votes_table", HERE.parent / "region_votes_2026-12-05" / "table.py")
+_votes_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_votes_table)
+print_rows = _votes_table.print_rows
+
 RECONS = ["blonde-bob-dark", "blue-long-tan", "brown-short-light", "demo"]
 VARIANTS = ["whole_set_mean", "own_quarter"]
 
-print("| avatar | prompt | " + " | ".join(VARIANTS) + " |")
-print("|---" * (len(VARIANTS) + 2) + "|")
-ious = {v: {} for v in VARIANTS}
-for recon in RECONS:
-    runs = {v: json.loads(p.read_text())["results"] for v in VARIANTS if (p := HERE / f"{recon}_{v}.json").exists()}
-    for prompt in runs.get(VARIANTS[0], {}):
-        cells = []
-        for v in VARIANTS:
-            r = runs.get(v, {}).get(prompt)
-            cells.append(f"{r['iou']:.3f} / {r['precision']:.3f} / {r['recall']:.3f}" if r else "")
-            if r:
-                ious[v][(recon, prompt)] = r["iou"]
-        print(f"| {recon} | {prompt.split('with ')[1]} | " + " | ".join(cells) + " |")
+ious = print_rows(HERE, RECONS, VARIANTS)
 print()
 base_name = VARIANTS[0]
 for v in VARIANTS:
