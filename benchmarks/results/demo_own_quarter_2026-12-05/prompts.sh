@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# after the ablation process on core $1: the demo's other four prompts from the fresh clone, on the blue-hair demo's folder
+# after CI (pgrep .ci/run) ends: the demo's other four prompts, on core $1, from the fresh clone, on the blue-hair demo's folder
 core=$1
 while pgrep -f "[.]ci/run" > /dev/null; do sleep 15; done
 cd /tmp/demo_clone
