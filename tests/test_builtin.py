@@ -173,11 +173,12 @@ class _StopAfter(Sitting):
 
 
 def _part_weighted(cfg: TrainBuiltinConfig) -> TrainBuiltinConfig:
-    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, part_weight=4.0))
+    captions = dataclasses.replace(cfg.unet.captions, only_visible=True)
+    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, part_weight=4.0, captions=captions))
 
 
 def test_sittings_stop_at_the_exact_step_and_resume_to_the_same_weights(tmp_path, tiny_renders):
-    # With the part-weighted loss, so that its path trains and resumes too.
+    # With the part-weighted loss and captions of what shows, so that their paths train and resume too.
     straight = _part_weighted(_tiny_config(_work(tmp_path, "straight", tiny_renders)))
     train_builtin(straight)
     cfg = _part_weighted(_tiny_config(_work(tmp_path, "sittings", tiny_renders)))
@@ -280,11 +281,13 @@ def test_a_setting_added_later_at_its_default_continues_an_older_folder(tmp_path
     settings = json.loads(record.read_text())
     del settings["model"]["zero_terminal_snr"]
     del settings["unet"]["part_weight"]
+    del settings["unet"]["captions"]["only_visible"]
     record.write_text(json.dumps(settings))
     longer = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, steps=5))
     train_builtin(longer)
     assert json.loads(record.read_text())["model"]["zero_terminal_snr"] is False
     assert json.loads(record.read_text())["unet"]["part_weight"] == 0.0
+    assert json.loads(record.read_text())["unet"]["captions"]["only_visible"] is False
     record.write_text(json.dumps(settings))
     zero_snr = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, prediction_type="v_prediction", zero_terminal_snr=True)

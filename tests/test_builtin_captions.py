@@ -64,6 +64,23 @@ def test_captions_name_every_attribute_at_their_rates():
     assert abs(named - cfg.p_brows_match) < 0.04
 
 
+def test_captions_of_what_shows_name_no_hidden_colour_and_draw_the_same_numbers():
+    head = attribute_values(HeadAttributes(hair_color="blue", eye_color="green", lip_color="red"))
+    cfg = CaptionConfig(only_visible=True)
+    back = {"hair": True, "skin": True, "eyes": False, "lips": False, "brows": False}
+    a, b = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    hidden = [training_caption(head, a, cfg, back) for _ in range(500)]
+    assert not any(word in c for c in hidden for word in ("eyes", "lips", "eyebrows"))
+    assert np.mean(["blue hair" in c for c in hidden]) > 0.85
+    # Where everything shows, the captions are those of the rule that ignores the camera, draw for draw.
+    front = dict.fromkeys(back, True)
+    assert [training_caption(head, a, cfg, front) for _ in range(200)] == [
+        training_caption(head, b, CaptionConfig()) for _ in range(700)
+    ][500:]
+    with pytest.raises(ValueError, match="only_visible needs"):
+        training_caption(head, a, cfg)
+
+
 def test_heldout_pairs_cover_every_attribute_and_seen_prompts_avoid_them():
     check_pairs(HELDOUT_PAIRS)
     held = {key for a, _, b, _ in HELDOUT_PAIRS for key in (a, b)}

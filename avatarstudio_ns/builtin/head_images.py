@@ -424,9 +424,19 @@ class CaptionConfig:
     """Probability of naming the brow colour when it differs from the hair's."""
     p_brows_match: float = 0.2
     """Probability of naming the brow colour when it is the hair's (then it says little)."""
+    only_visible: bool = False
+    """Name a colour only in images that show its region (``probe.visible_regions`` of the rendered labels: the
+    threshold the probe judges samples by). A caption naming the eye colour of a head seen from behind asks the
+    model to explain the word with pixels that do not show it; with this, "green eyes" always comes with irises
+    in view. False names every attribute at its rate whatever the camera sees (the shipped model)."""
 
 
-def training_caption(values: Mapping[str, str], generator: torch.Generator, cfg: CaptionConfig | None = None) -> str:
+def training_caption(
+    values: Mapping[str, str],
+    generator: torch.Generator,
+    cfg: CaptionConfig | None = None,
+    shown: Mapping[str, bool] | None = None,
+) -> str:
     """A random caption of an identity: each attribute named with its probability in ``cfg``.
 
     Args:
@@ -434,8 +444,15 @@ def training_caption(values: Mapping[str, str], generator: torch.Generator, cfg:
         generator: Source of the random choices (its state is checkpointed by the trainer). Exactly six numbers
             are drawn per caption, whatever is named.
         cfg: The probabilities; defaults to ``CaptionConfig()``.
+        shown: Whether the image shows each colour attribute's region (keys of ``probe.REGIONS``; a missing key
+            counts as shown). Needed when ``cfg.only_visible`` is set, ignored otherwise.
+
+    Raises:
+        ValueError: ``cfg.only_visible`` is set and ``shown`` is not given.
     """
     cfg = cfg or CaptionConfig()
+    if cfg.only_visible and shown is None:
+        raise ValueError("CaptionConfig.only_visible needs what the image shows (the renders' label maps).")
     u = torch.rand(6, generator=generator).tolist()
     p_brows = cfg.p_brows_match if values["brows"] == values["hair"] else cfg.p_brows_contrast
     chances = {
@@ -446,4 +463,6 @@ def training_caption(values: Mapping[str, str], generator: torch.Generator, cfg:
         "lips": cfg.p_lips,
         "brows": p_brows,
     }
+    if cfg.only_visible:
+        chances = {key: p if shown.get(key, True) else 0.0 for key, p in chances.items()}
     return describe({key: values[key] for (key, p), draw in zip(chances.items(), u, strict=True) if draw < p})

@@ -283,6 +283,7 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "unet.init_from": None,
     "unet.part_weight": 0.0,
     "unet.weighted_parts": ["eyes", "lips", "eyebrows"],
+    "unet.captions.only_visible": False,
 }
 """Settings added after work folders began recording theirs, with the value that a folder recorded before then was
 trained with (what the code did before the setting existed; not today's default, which may have changed since)."""
@@ -353,11 +354,15 @@ def _train_builtin(
     t0 = time.monotonic()
     check_stage_settings(cfg, console)
     data = load_training_set(cfg, console, sitting)
-    if cfg.unet.part_weight > 0 and data.labels is None:
-        raise ValueError(
-            f"--unet.part-weight needs the renders' label maps, which {work / 'data_train'} lacks (rendered by an "
-            "older version): delete it to render the training set again, or leave --unet.part-weight at 0."
-        )
+    for needs_labels, option, off in (
+        (cfg.unet.part_weight > 0, "--unet.part-weight", "leave it at 0"),
+        (cfg.unet.captions.only_visible, "--unet.captions.only-visible", "leave it False"),
+    ):
+        if needs_labels and data.labels is None:
+            raise ValueError(
+                f"{option} needs the renders' label maps, which {work / 'data_train'} lacks (rendered by an older "
+                f"version): delete it to render the training set again, or {off}."
+            )
     images = data.images()
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
     vae = train_vae(images, cfg.model, cfg.vae, work, cfg.seed, console, sitting, labels, device)

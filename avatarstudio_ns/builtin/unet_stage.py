@@ -24,6 +24,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from avatarstudio_ns.builtin.checkpoint import copy_weights, load_state, save_state
 from avatarstudio_ns.builtin.head_images import CaptionConfig, HeadImages, training_caption
+from avatarstudio_ns.builtin.probe import visible_regions
 from avatarstudio_ns.builtin.progress import StageProgress
 from avatarstudio_ns.builtin.sitting import Sitting
 from avatarstudio_ns.data.labels import BROWS, IRIS, LIPS
@@ -195,8 +196,8 @@ def train_unet(
         tokenizer: The tokenizer that goes with the text encoder.
         scheduler: Training noise schedule.
         latents: ``mean``, ``std`` (2, N, C, h, w) and ``scaling_factor`` from ``encode_latents``.
-        data: The images' attributes, for captions (and their label maps, which ``cfg.part_weight`` needs: the
-            caller checks they are there before any stage trains).
+        data: The images' attributes, for captions (and their label maps, which ``cfg.part_weight`` and
+            ``cfg.captions.only_visible`` need: the caller checks they are there before any stage trains).
         cfg: Training settings.
         work_dir: Folder of checkpoints.
         seed: Seed of the batches, captions, noise and timesteps.
@@ -238,6 +239,7 @@ def train_unet(
 
     tokens = _Tokens(tokenizer)
     labels = torch.from_numpy(data.labels) if cfg.part_weight > 0 else None
+    shown = visible_regions(data.labels) if cfg.captions.only_visible else {}
     mean, std, scale = latents["mean"], latents["std"], float(latents["scaling_factor"])
     num_t = scheduler.config.num_train_timesteps
     alphabar = scheduler.alphas_cumprod.to(device)
@@ -258,7 +260,11 @@ def train_unet(
             z0 = ((mean[flip, idx] + std[flip, idx] * noise_z) * scale).to(device)
             drop = torch.rand(cfg.batch_size, generator=generator) < cfg.uncond_prob
             captions = [
-                "" if d else training_caption(data.values(int(i)), generator, cfg.captions)
+                ""
+                if d
+                else training_caption(
+                    data.values(int(i)), generator, cfg.captions, {key: bool(v[i]) for key, v in shown.items()}
+                )
                 for i, d in zip(idx.tolist(), drop.tolist(), strict=True)
             ]
             timesteps = torch.randint(num_t, (cfg.batch_size,), generator=generator)
