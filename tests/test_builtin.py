@@ -346,6 +346,24 @@ def test_a_run_can_start_from_a_trained_model_folder(tmp_path, tiny_renders):
         train_builtin(other)
 
 
+def test_a_decoder_trained_alone_keeps_the_encoder_and_so_the_latents(tmp_path, tiny_renders):
+    first = train_builtin(_tiny_config(_work(tmp_path, "first", tiny_renders)))
+    cfg = _tiny_config(_work(tmp_path, "decoder", tiny_renders), unet_steps=0)
+    cfg.vae = dataclasses.replace(cfg.vae, init_from=first, train_encoder=False)
+    cfg.unet = dataclasses.replace(cfg.unet, init_from=first)
+    second = train_builtin(cfg)
+    a = load_file(next((first / "vae").glob("*.safetensors")))
+    b = load_file(next((second / "vae").glob("*.safetensors")))
+    encoder = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in a if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(a)
+    assert all(torch.equal(a[k], b[k]) for k in encoder)
+    assert not all(torch.equal(a[k], b[k]) for k in decoder)
+    with pytest.raises(ValueError, match="--vae.init-from"):
+        bare = _tiny_config(_work(tmp_path, "bare", tiny_renders))
+        train_builtin(dataclasses.replace(bare, vae=dataclasses.replace(bare.vae, train_encoder=False)))
+
+
 def test_part_weights_weigh_only_the_cells_of_the_parts_a_caption_names():
     from avatarstudio_ns.data.labels import BROWS, IRIS, LIPS, SKIN
 

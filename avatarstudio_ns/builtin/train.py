@@ -284,6 +284,7 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "unet.part_weight": 0.0,
     "unet.weighted_parts": ["eyes", "lips", "eyebrows"],
     "unet.captions.only_visible": False,
+    "vae.train_encoder": True,
 }
 """Settings added after work folders began recording theirs, with the value that a folder recorded before then was
 trained with (what the code did before the setting existed; not today's default, which may have changed since)."""

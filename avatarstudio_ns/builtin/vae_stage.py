@@ -61,6 +61,11 @@ class VaeStageConfig:
     init_from: Path | None = None
     """A model folder (the diffusers layout this command writes) whose autoencoder starts the run instead of the
     colour-preserving initialisation; with ``steps`` 0 it is used as it is."""
+    train_encoder: bool = True
+    """False trains the decoder only and keeps ``init_from``'s encoder as it is, so the latents (and any UNet trained
+    on them, ``--unet.init-from`` the same folder) stay valid: a way to sharpen what the decoder paints of small
+    parts (the shipped autoencoder's round trip keeps the probe's eye colour in 73 % of renders, against 87.5 % on
+    the renders themselves) without training the UNet again. Needs ``init_from``."""
     checkpoint_every: int = 100
     """Steps between checkpoints."""
     log_every: int = 50
@@ -165,6 +170,8 @@ def train_vae(
         # training wrote another vae/config.json than an uninterrupted one, with a path of this machine in it.
         vae._internal_dict = FrozenDict({k: v for k, v in vae.config.items() if k != "_name_or_path"})
         return vae.to(device)
+    if not cfg.train_encoder and cfg.init_from is None:
+        raise ValueError("--vae.no-train-encoder keeps a trained encoder: give it with --vae.init-from FOLDER.")
     torch.manual_seed(seed)
     vae = build_vae(model_cfg)
     fix_posterior_std(vae)
@@ -175,7 +182,12 @@ def train_vae(
         sample = torch.randint(images.shape[0], (64,), generator=torch.Generator().manual_seed(seed))
         colour_preserving_init(vae, images[sample])
     vae.to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    encoder = (vae.encoder, vae.quant_conv)
+    if not cfg.train_encoder:
+        for part in encoder:
+            part.requires_grad_(False)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed + 1)
     ckpt_path = Path(work_dir) / "vae.ckpt"
     sitting = sitting or Sitting()
@@ -194,6 +206,9 @@ def train_vae(
     balanced = labels is not None and cfg.region_balance > 0
     weights = region_weights(labels, cfg).to(device) if balanced else None
     vae.train()
+    if not cfg.train_encoder:
+        for part in encoder:
+            part.eval()
     t0 = time.monotonic()
     with StageProgress(console, "vae", cfg.steps, step, cfg.log_every) as bar:
         while step < cfg.steps:
@@ -215,7 +230,7 @@ def train_vae(
                 loss = (weights[lab.long()][:, None] * (error + error.square())).mean() + cfg.kl_weight * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             step += 1
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
