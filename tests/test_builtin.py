@@ -333,6 +333,9 @@ def test_a_run_can_start_from_a_trained_model_folder(tmp_path, tiny_renders):
     cfg.vae = dataclasses.replace(cfg.vae, steps=0, init_from=first)
     cfg.unet = dataclasses.replace(cfg.unet, init_from=first)
     second = train_builtin(cfg)
+    # The new folder carries the record of the one it started from.
+    record = json.loads((second / "training.json").read_text())
+    assert record["started_from"]["unet"]["unet_steps"] == 4 and record["started_from"]["vae"]["folder"] == str(first)
     # No steps: the folder's networks come out unchanged.
     for part in ("unet", "text_encoder", "vae"):
         a = load_file(next((first / part).glob("*.safetensors")))

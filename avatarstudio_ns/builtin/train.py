@@ -348,6 +348,13 @@ def check_stage_settings(cfg: TrainBuiltinConfig, console: Console) -> None:
     )
 
 
+def _training_record(folder: Path) -> dict:
+    """The ``training.json`` of a model folder a stage starts from (with the folder's path), or just the path."""
+    path = Path(folder) / "training.json"
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return {"folder": str(folder), **record}
+
+
 def _train_builtin(
     cfg: TrainBuiltinConfig, console: Console, sitting: Sitting, record: dict, device: torch.device
 ) -> Path:
@@ -395,6 +402,13 @@ def _train_builtin(
         # Where and how long each invocation trained; this one is the last, still running while exporting.
         "sittings": [*read_sittings(work), {**record, "minutes": (time.monotonic() - t0) / 60.0}],
         "config": dataclasses.asdict(cfg),
+        # A model continued from another folder carries that folder's record, so the shipped model's whole lineage
+        # (where and how each part was trained) stays in its own training.json.
+        "started_from": {
+            stage: _training_record(init)
+            for stage, init in (("vae", cfg.vae.init_from), ("unet", cfg.unet.init_from))
+            if init is not None
+        },
     }
     # The folder is the same whichever device trained it.
     unet, text_encoder, vae = unet.cpu(), text_encoder.cpu(), vae.cpu()
