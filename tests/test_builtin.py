@@ -172,16 +172,16 @@ class _StopAfter(Sitting):
         return self.checks < 0
 
 
-def _part_weighted(cfg: TrainBuiltinConfig) -> TrainBuiltinConfig:
+def _with_label_options(cfg: TrainBuiltinConfig) -> TrainBuiltinConfig:
     captions = dataclasses.replace(cfg.unet.captions, only_visible=True)
     return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, part_weight=4.0, captions=captions))
 
 
 def test_sittings_stop_at_the_exact_step_and_resume_to_the_same_weights(tmp_path, tiny_renders):
     # With the part-weighted loss and captions of what shows, so that their paths train and resume too.
-    straight = _part_weighted(_tiny_config(_work(tmp_path, "straight", tiny_renders)))
+    straight = _with_label_options(_tiny_config(_work(tmp_path, "straight", tiny_renders)))
     train_builtin(straight)
-    cfg = _part_weighted(_tiny_config(_work(tmp_path, "sittings", tiny_renders)))
+    cfg = _with_label_options(_tiny_config(_work(tmp_path, "sittings", tiny_renders)))
     # Sitting 1 ends in the VAE after one step (not a checkpoint step: checkpoint_every is 2).
     with pytest.raises(SittingOver, match="VAE at step 1/3"):
         train_builtin(cfg, sitting=_StopAfter(1))
