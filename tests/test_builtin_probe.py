@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from avatarstudio_ns.builtin.head_images import TABLES, HeadImages
-from avatarstudio_ns.builtin.probe import PROBED, ProbeConfig, accuracy, train_probe, visible_regions
+from avatarstudio_ns.builtin.probe import PROBED, ProbeConfig, accuracy, train_probe, vary_eyes, visible_regions
 from avatarstudio_ns.data import labels as L
 from avatarstudio_ns.data.synth import EYE_COLORS, HAIR_COLORS, LIP_COLORS, SKIN_TONES
 
@@ -83,3 +83,22 @@ def test_accuracy_counts_only_the_images_that_show_the_attribute():
     shown = {"eyes": np.array([True, True, False, False])}
     assert accuracy(predicted, target, shown) == {"eyes": 1.0, "hair": 0.75}
     assert accuracy(predicted, target, {"eyes": np.zeros(4, bool)}) == {"hair": 0.75}
+
+
+def test_eyes_drawn_as_samples_draw_them_keep_image_and_labels_in_step():
+    # One 1x7 strip: skin, sclera, iris, iris, sclera, skin, brow.
+    row = [L.SKIN, L.SCLERA, L.IRIS, L.IRIS, L.SCLERA, L.SKIN, L.BROWS]
+    seg = torch.tensor(row)[None, None].repeat(3, 1, 1)
+    colours = {L.SKIN: 0.5, L.SCLERA: 1.0, L.IRIS: -0.5, L.BROWS: -1.0}
+    x = torch.tensor([colours[v] for v in row])[None, None, None].repeat(3, 3, 1, 1)
+    bare = torch.tensor([False, True, True])
+    wide = torch.tensor([False, False, True])
+    out, labels = vary_eyes(x, seg, bare, wide, shade=torch.full((3,), 0.8))
+    # Neither: untouched.
+    assert torch.equal(out[0], x[0]) and torch.equal(labels[0], seg[0])
+    # Bare: the sclera becomes shaded skin, in colour and label; the rest stays.
+    assert labels[1, 0].tolist() == [L.SKIN, L.SKIN, L.IRIS, L.IRIS, L.SKIN, L.SKIN, L.BROWS]
+    assert torch.allclose(out[1, :, 0], torch.tensor([0.5, 0.4, -0.5, -0.5, 0.4, 0.5, -1.0]))
+    # Both: the iris widens over the sclera beside it first, so nothing is left to bare; the brow is not taken.
+    assert labels[2, 0].tolist() == [L.SKIN, L.IRIS, L.IRIS, L.IRIS, L.IRIS, L.SKIN, L.BROWS]
+    assert torch.allclose(out[2, :, 0], torch.tensor([0.5, -0.5, -0.5, -0.5, -0.5, 0.5, -1.0]))

@@ -71,6 +71,13 @@ class ProbeConfig:
     """Std of the Gaussian pixel noise added in training, so VAE-decoded samples do not look foreign."""
     blur_prob: float = 0.3
     """Probability of a slight blur of a training image (VAE reconstructions are softer than renders)."""
+    bare_iris_prob: float = 0.5
+    """Probability that a training image's sclera is painted over with its skin colour, shaded, and labelled skin.
+    The model's samples draw an eye as a coloured mark with little white around it; a probe that has only seen
+    exact eyes takes such a mark for a brow and judges no eye colour at all."""
+    wide_iris_prob: float = 0.5
+    """Probability that a training image's irises are widened by one pixel on each side, in their own colour (the
+    samples draw irises as short horizontal strokes)."""
     log_every: int = 100
     """Steps between log lines."""
 
@@ -192,8 +199,46 @@ def _blur(x: Tensor, which: Tensor) -> Tensor:
     return torch.where(which[:, None, None, None], blurred, x)
 
 
+def vary_eyes(
+    x: Float[Tensor, "b 3 h w"],
+    seg: Int[Tensor, "b h w"],
+    bare: Tensor,
+    wide: Tensor,
+    shade: Float[Tensor, "b"],
+) -> tuple[Tensor, Tensor]:
+    """Eyes drawn as the built-in model's samples draw them, with labels to match.
+
+    Args:
+        x: Images in [-1, 1].
+        seg: Their label maps.
+        bare: (b,) bool; where set, the sclera takes the image's mean skin colour times ``shade`` and the skin label.
+        wide: (b,) bool; where set, every skin or sclera pixel left or right of an iris pixel takes the image's mean
+            iris colour and the iris label.
+        shade: (b,) factors of the skin colour painted over the sclera (a lid's shadow is darker than the cheek).
+
+    Returns:
+        The images and label maps (new tensors).
+    """
+
+    def mean_colour(mask: Tensor) -> Tensor:
+        return ((x * mask[:, None]).sum((2, 3)) / mask.sum((1, 2)).clamp_min(1)[:, None])[:, :, None, None]
+
+    skin, iris, sclera = seg == L.SKIN, seg == L.IRIS, seg == L.SCLERA
+    skin_colour, iris_colour = mean_colour(skin), mean_colour(iris)
+    # Widen first, so the widened iris takes sclera pixels that the bare eye would otherwise turn to skin.
+    beside = F.max_pool2d(iris[:, None].float(), (1, 3), 1, (0, 1))[:, 0] > 0
+    grow = beside & ~iris & (skin | sclera) & wide[:, None, None]
+    x = torch.where(grow[:, None], iris_colour.expand_as(x), x)
+    seg = torch.where(grow, torch.full_like(seg, L.IRIS), seg)
+    cover = (seg == L.SCLERA) & bare[:, None, None]
+    x = torch.where(cover[:, None], (skin_colour * shade[:, None, None, None]).expand_as(x), x)
+    seg = torch.where(cover, torch.full_like(seg, L.SKIN), seg)
+    return x, seg
+
+
 def train_probe(data: HeadImages, cfg: ProbeConfig, seed: int = 0, console: Console | None = None) -> AttributeProbe:
-    """Train a probe on rendered heads and their label maps (random flips, blur and pixel noise as augmentation).
+    """Train a probe on rendered heads and their label maps (random flips, eyes drawn as samples draw them, blur
+    and pixel noise as augmentation).
 
     A colour attribute's loss counts only the images whose rendered labels show its region.
 
@@ -226,6 +271,13 @@ def train_probe(data: HeadImages, cfg: ProbeConfig, seed: int = 0, console: Cons
             flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             seg = torch.where(flip[:, None, None], seg.flip(-1), seg)
+            x, seg = vary_eyes(
+                x,
+                seg,
+                bare=torch.rand(cfg.batch_size, generator=generator) < cfg.bare_iris_prob,
+                wide=torch.rand(cfg.batch_size, generator=generator) < cfg.wide_iris_prob,
+                shade=0.6 + 0.4 * torch.rand(cfg.batch_size, generator=generator),
+            )
             x = _blur(x, torch.rand(cfg.batch_size, generator=generator) < cfg.blur_prob)
             x = x + cfg.noise * torch.randn(x.shape, generator=generator)
             out = probe(x, seg)
