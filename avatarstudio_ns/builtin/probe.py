@@ -204,7 +204,7 @@ def vary_eyes(
     seg: Int[Tensor, "b h w"],
     bare: Tensor,
     wide: Tensor,
-    shade: Float[Tensor, "b"],
+    shade: Float[Tensor, " b"],
 ) -> tuple[Tensor, Tensor]:
     """Eyes drawn as the built-in model's samples draw them, with labels to match.
 
