@@ -102,3 +102,14 @@ def test_eyes_drawn_as_samples_draw_them_keep_image_and_labels_in_step():
     # Both: the iris widens over the sclera beside it first, so nothing is left to bare; the brow is not taken.
     assert labels[2, 0].tolist() == [L.SKIN, L.IRIS, L.IRIS, L.IRIS, L.IRIS, L.SKIN, L.BROWS]
     assert torch.allclose(out[2, :, 0], torch.tensor([0.5, -0.5, -0.5, -0.5, -0.5, 0.5, -1.0]))
+
+
+def test_probe_without_the_eye_variation_draws_nothing_for_it(monkeypatch):
+    # Off, the variation must not touch the random stream either: the default probe stays the one that judged
+    # every earlier record (a probe from another stream reads the same samples' lips 93 % -> 52 % right).
+    def refuse(*args, **kwargs):
+        raise AssertionError("vary_eyes called with the variation off")
+
+    monkeypatch.setattr("avatarstudio_ns.builtin.probe.vary_eyes", refuse)
+    cfg = ProbeConfig(width=8, steps=2, batch_size=4, log_every=0)
+    train_probe(_cartoon_heads(16, 0), cfg, seed=0)

@@ -272,10 +272,12 @@ def train_probe(data: HeadImages, cfg: ProbeConfig, seed: int = 0, console: Cons
             flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             seg = torch.where(flip[:, None, None], seg.flip(-1), seg)
-            bare = torch.rand(cfg.batch_size, generator=generator) < cfg.bare_iris_prob
-            wide = torch.rand(cfg.batch_size, generator=generator) < cfg.wide_iris_prob
-            shade = 0.6 + 0.4 * torch.rand(cfg.batch_size, generator=generator)
-            x, seg = vary_eyes(x, seg, bare, wide, shade)
+            if cfg.bare_iris_prob > 0 or cfg.wide_iris_prob > 0:
+                # Drawn only when on, so the default probe is the one every earlier record was judged by.
+                bare = torch.rand(cfg.batch_size, generator=generator) < cfg.bare_iris_prob
+                wide = torch.rand(cfg.batch_size, generator=generator) < cfg.wide_iris_prob
+                shade = 0.6 + 0.4 * torch.rand(cfg.batch_size, generator=generator)
+                x, seg = vary_eyes(x, seg, bare, wide, shade)
             x = _blur(x, torch.rand(cfg.batch_size, generator=generator) < cfg.blur_prob)
             x = x + cfg.noise * torch.randn(x.shape, generator=generator)
             out = probe(x, seg)
