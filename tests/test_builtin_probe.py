@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from avatarstudio_ns.builtin.head_images import TABLES, HeadImages
-from avatarstudio_ns.builtin.probe import PROBED, ProbeConfig, accuracy, train_probe, vary_eyes, visible_regions
+from avatarstudio_ns.builtin.probe import (
+    PROBED,
+    ProbeConfig,
+    ProbeEnsemble,
+    accuracy,
+    train_probe,
+    vary_eyes,
+    visible_regions,
+)
 from avatarstudio_ns.data import labels as L
 from avatarstudio_ns.data.synth import EYE_COLORS, HAIR_COLORS, LIP_COLORS, SKIN_TONES
 
@@ -113,3 +122,22 @@ def test_probe_without_the_eye_variation_draws_nothing_for_it(monkeypatch):
     monkeypatch.setattr("avatarstudio_ns.builtin.probe.vary_eyes", refuse)
     cfg = ProbeConfig(width=8, steps=2, batch_size=4, log_every=0)
     train_probe(_cartoon_heads(16, 0), cfg, seed=0)
+
+
+def test_ensemble_of_one_probe_judges_as_that_probe_and_averages_before_deciding():
+    heads = _cartoon_heads(64, 0)
+    cfg = ProbeConfig(width=8, steps=30, batch_size=16, lr=4e-3, log_every=0)
+    first, second = train_probe(heads, cfg, seed=0), train_probe(heads, cfg, seed=1)
+    images = _cartoon_heads(24, 1).images()
+    alone = first.predict(images)
+    for key, value in ProbeEnsemble([first]).predict(images).items():
+        assert torch.equal(value, alone[key]), key
+    # Two probes: each attribute is the argmax of the mean of their probabilities.
+    together = ProbeEnsemble([first, second]).predict(images)
+    with torch.no_grad():
+        a, b = first(images), second(images)
+    for key in PROBED:
+        expected = (a[key].softmax(-1) + b[key].softmax(-1)).argmax(-1)
+        assert torch.equal(together[key], expected), key
+    with pytest.raises(ValueError, match="at least one probe"):
+        ProbeEnsemble([])

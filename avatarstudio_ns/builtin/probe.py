@@ -165,22 +165,46 @@ class AttributeProbe(nn.Module):
         """Pixels a region needs to count as visible in an image of side ``side``."""
         return MIN_PIXELS[key] * (side / 64.0) ** 2
 
-    @torch.no_grad()
     def predict(self, images: Float[Tensor, "b 3 h w"], batch_size: int = 128) -> dict[str, Tensor]:
         """Predicted class index per attribute, and ``visible_<key>`` (bool) per colour attribute: whether enough
         pixels are labelled as its region (the same rule as ``visible_regions`` on rendered labels). The hair
         style is always judged."""
-        self.eval()
+        return ProbeEnsemble([self]).predict(images, batch_size)
+
+
+class ProbeEnsemble:
+    """Probes trained alike from different seeds, judging together: label and attribute probabilities are averaged
+    before the decision.
+
+    One probe is a noisy judge of samples, which are unlike the renders it learnt from: three probes that differ
+    only in their seed read the eye colour of the same held-out samples right in 19, 39 and 29 % and lip colour
+    in 96, 92 and 69 % (docs/builtin_model.md); on real renders the three together beat each one.
+
+    Args:
+        probes: The probes (one gives exactly its own judgement).
+    """
+
+    def __init__(self, probes: list[AttributeProbe]) -> None:
+        if not probes:
+            raise ValueError("A probe ensemble needs at least one probe.")
+        self.probes = probes
+
+    @torch.no_grad()
+    def predict(self, images: Float[Tensor, "b 3 h w"], batch_size: int = 128) -> dict[str, Tensor]:
+        """As :meth:`AttributeProbe.predict`, from the probes' averaged probabilities."""
+        for probe in self.probes:
+            probe.eval()
         out: dict[str, list[Tensor]] = {}
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size]
-            result = self(x)
-            labels = result["labels"].argmax(1)
+            results = [probe(x) for probe in self.probes]
+            labels = torch.stack([r["labels"].softmax(1) for r in results]).mean(0).argmax(1)
             for key in PROBED:
-                out.setdefault(key, []).append(result[key].argmax(-1))
+                probs = torch.stack([r[key].softmax(-1) for r in results]).mean(0)
+                out.setdefault(key, []).append(probs.argmax(-1))
             for key, ids in REGIONS.items():
                 pixels = torch.isin(labels, torch.tensor(ids)).sum((1, 2))
-                out.setdefault(f"visible_{key}", []).append(pixels >= self.min_pixels(key, x.shape[-1]))
+                out.setdefault(f"visible_{key}", []).append(pixels >= self.probes[0].min_pixels(key, x.shape[-1]))
         return {key: torch.cat(v) for key, v in out.items()}
 
 

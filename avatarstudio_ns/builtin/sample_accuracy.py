@@ -29,7 +29,7 @@ from torch import Tensor
 
 from avatarstudio_ns.atomic import atomic_save, atomic_write_text
 from avatarstudio_ns.builtin.head_images import TABLES, HeldoutPair, build_dataset, check_pairs, describe, is_heldout
-from avatarstudio_ns.builtin.probe import PROBED, REGIONS, AttributeProbe, ProbeConfig, train_probe, visible_regions
+from avatarstudio_ns.builtin.probe import PROBED, REGIONS, ProbeConfig, ProbeEnsemble, train_probe, visible_regions
 from avatarstudio_ns.builtin.sitting import Sitting
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, load_training_set, training_device
 from avatarstudio_ns.threads import torch_threads
@@ -63,12 +63,16 @@ class EvalConfig:
     inference_steps: int = 50
     """DDIM steps per sample."""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    """The probe's training."""
+    """The probes' training."""
+    probe_seeds: tuple[int, ...] = (0, 1, 2)
+    """One probe is trained per seed and they judge together (``ProbeEnsemble``): a single probe's reading of
+    samples moves by tens of points with its seed. Records before 2026-12-06 were judged by the seed-0 probe
+    alone (``--evaluation.probe-seeds 0``)."""
     grid_path: Path | None = None
     """Where the sample grid is saved; None: ``samples.jpg`` in the work folder, beside ``metrics.json`` (a fixed
     path in the source tree would overwrite the shipped model's picture with any run's)."""
     seed: int = 0
-    """Seed of the probe and the samples."""
+    """Seed of the samples."""
 
 
 def prompt_targets(pairs: tuple[HeldoutPair, ...]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -205,7 +209,7 @@ def _evaluate(train_cfg: TrainBuiltinConfig, cfg: EvalConfig, console: Console, 
         exclude_heldout=False,
     )
     real = build_dataset(eval_data_cfg, work / "data_eval", sitting=sitting)
-    probe: AttributeProbe = train_probe(train_data, cfg.probe, cfg.seed, console)
+    probe = ProbeEnsemble([train_probe(train_data, cfg.probe, seed, console) for seed in cfg.probe_seeds])
     real_images = real.images()
     shown = visible_regions(real.labels)
     metrics: dict = {"real": real_accuracy(probe.predict(real_images), real.attrs, shown)}

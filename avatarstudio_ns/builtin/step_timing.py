@@ -174,7 +174,7 @@ def estimate_minutes(
     Args:
         cfg: The run.
         times: Measured step times.
-        probe_steps: The evaluation probe's steps (0 when not evaluating).
+        probe_steps: The evaluation probes' steps, all probes together (0 when not evaluating).
         eval_identities: Identities of the evaluation renders (0 when not evaluating).
         prompts: Evaluation prompts (0 when not evaluating).
         inference_steps: Denoising steps per evaluation prompt.

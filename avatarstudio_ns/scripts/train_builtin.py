@@ -29,7 +29,7 @@ class TrainBuiltinCommand(TrainBuiltinConfig):
     captions."""
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     """How the model is scored."""
-    evaluation_minutes: float = 25.0
+    evaluation_minutes: float = 35.0
     """Wall minutes the evaluation may take (it cannot stop half-way: the probe and the samples are not
     checkpointed); with --sitting-minutes, fewer left leave it to the next sitting, which only re-exports first."""
     estimate: bool = False
@@ -60,7 +60,7 @@ class TrainBuiltinCommand(TrainBuiltinConfig):
         minutes = estimate_minutes(
             self,
             times,
-            probe_steps=self.evaluation.probe.steps if self.evaluate else 0,
+            probe_steps=self.evaluation.probe.steps * len(self.evaluation.probe_seeds) if self.evaluate else 0,
             eval_identities=self.evaluation.eval_identities if self.evaluate else 0,
             prompts=prompts,
             inference_steps=self.evaluation.inference_steps,
