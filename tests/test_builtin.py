@@ -235,6 +235,8 @@ def test_evaluation_scores_every_attribute(tmp_path, tiny_renders):
         assert all(0.0 <= m["coverage"] <= 1.0 for m in metrics[row].values())
     assert metrics["heldout"]["eyes"]["prompts"] == sum("eyes" in (p[0], p[2]) for p in cfg.data.heldout_pairs)
     assert len(metrics["per_prompt"]) == len(cfg.data.heldout_pairs) + len(SEEN_PROMPTS)
+    # The record says which judge it had: three probes by default.
+    assert metrics["settings"]["probe_seeds"] == [0, 1, 2] and metrics["settings"]["probe"]["steps"] == 2
 
 
 def test_step_timing_estimates_every_stage():

@@ -262,8 +262,8 @@ def vary_eyes(
 
 
 def train_probe(data: HeadImages, cfg: ProbeConfig, seed: int = 0, console: Console | None = None) -> AttributeProbe:
-    """Train a probe on rendered heads and their label maps (random flips, eyes drawn as samples draw them, blur
-    and pixel noise as augmentation).
+    """Train a probe on rendered heads and their label maps (random flips, blur, pixel noise and, when asked for,
+    eyes drawn as samples draw them, as augmentation).
 
     A colour attribute's loss counts only the images whose rendered labels show its region.
 

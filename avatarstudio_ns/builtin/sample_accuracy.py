@@ -229,6 +229,8 @@ def _evaluate(train_cfg: TrainBuiltinConfig, cfg: EvalConfig, console: Console, 
         "guidance_scale": cfg.guidance_scale,
         "inference_steps": cfg.inference_steps,
         "real_images": len(real),
+        "probe_seeds": list(cfg.probe_seeds),
+        "probe": dataclasses.asdict(cfg.probe),
         "prompts": {name: [describe(t) for t in members] for name, members in groups.items()},
     }
     labels = [prompt.removeprefix("photo of a person with ") for prompt in prompts]

@@ -30,8 +30,9 @@ class TrainBuiltinCommand(TrainBuiltinConfig):
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     """How the model is scored."""
     evaluation_minutes: float = 35.0
-    """Wall minutes the evaluation may take (it cannot stop half-way: the probe and the samples are not
-    checkpointed); with --sitting-minutes, fewer left leave it to the next sitting, which only re-exports first."""
+    """Wall minutes the evaluation may take (it cannot stop half-way: the probes and the samples are not
+    checkpointed; three probes take about 18 minutes on one CPU thread); with --sitting-minutes, fewer left leave
+    it to the next sitting, which only re-exports first."""
     estimate: bool = False
     """Only time a few steps of every stage here and print the estimated wall time of this schedule; train
     nothing."""
