@@ -2,13 +2,19 @@
 
 python outputs/probes/judge.py NAME MODEL_DIR PROBE.pt [PROBE.pt ...]  -> outputs/probes/judged_NAME.json
 """
-import json, sys, torch
+
+import json
+import sys
 from pathlib import Path
+
+import torch
 from rich.console import Console
-from avatarstudio_ns.builtin.head_images import HeadImages, _load_shard, describe, TABLES
-from avatarstudio_ns.builtin.probe import AttributeProbe, PROBED, REGIONS, visible_regions
+
+from avatarstudio_ns.builtin.head_images import HeadImages, _load_shard, describe
+from avatarstudio_ns.builtin.probe import PROBED, REGIONS, AttributeProbe, visible_regions
 from avatarstudio_ns.builtin.sample_accuracy import EvalConfig, judge, pool, prompt_targets, real_accuracy, sample_model
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig
+
 torch.set_num_threads(1)
 name, model, probe_files = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 heldout, seen = prompt_targets(TrainBuiltinConfig().data.heldout_pairs)
@@ -22,7 +28,10 @@ else:
     torch.save(samples, cache)
 probes = []
 for f in probe_files:
-    p = AttributeProbe(16, 64); p.load_state_dict(torch.load(f)); probes.append(p.eval())
+    p = AttributeProbe(16, 64)
+    p.load_state_dict(torch.load(f))
+    probes.append(p.eval())
+
 
 @torch.no_grad()
 def predict(ps, x):
@@ -34,18 +43,27 @@ def predict(ps, x):
         pred[f"visible_{k}"] = torch.isin(labels, torch.tensor(ids)).sum((1, 2)) >= ps[0].min_pixels(k, x.shape[-1])
     return pred
 
+
 ev = HeadImages.concat([_load_shard(p) for p in sorted(Path("outputs/builtin_vis/data_eval").glob("*.npz"))])
 shown = visible_regions(ev.labels)
 results = {}
-judges = {Path(f).stem: [p] for f, p in zip(probe_files, probes)}
+judges = {Path(f).stem: [p] for f, p in zip(probe_files, probes, strict=True)}
 if len(probes) > 1:
     judges["ensemble"] = probes
 for jname, ps in judges.items():
-    counts = [judge(predict(ps, s), t) for t, s in zip(targets, samples)]
+    counts = [judge(predict(ps, s), t) for t, s in zip(targets, samples, strict=True)]
     real = real_accuracy(predict(ps, ev.images()), ev.attrs, shown)
-    results[jname] = {"real": {k: v["accuracy"] for k, v in real.items()}, "heldout": pool(counts[: len(heldout)]),
-                      "seen": pool(counts[len(heldout):]), "per_prompt": dict(zip(prompts, counts))}
+    results[jname] = {
+        "real": {k: v["accuracy"] for k, v in real.items()},
+        "heldout": pool(counts[: len(heldout)]),
+        "seen": pool(counts[len(heldout) :]),
+        "per_prompt": dict(zip(prompts, counts, strict=True)),
+    }
     h = results[jname]["heldout"]
-    print(f"{name:8s} {jname:22s} real eyes {real['eyes']['accuracy']:.3f} lips {real['lips']['accuracy']:.3f} | held-out " +
-          " ".join(f"{k} {h[k]['accuracy']*100:.1f} ({h[k]['coverage']*100:.0f})" for k in PROBED), flush=True)
+    print(
+        f"{name:8s} {jname:22s} real eyes {real['eyes']['accuracy']:.3f} lips {real['lips']['accuracy']:.3f} | "
+        + "held-out "
+        + " ".join(f"{k} {h[k]['accuracy'] * 100:.1f} ({h[k]['coverage'] * 100:.0f})" for k in PROBED),
+        flush=True,
+    )
 Path(f"outputs/probes/judged_{name}.json").write_text(json.dumps(results, indent=1))
