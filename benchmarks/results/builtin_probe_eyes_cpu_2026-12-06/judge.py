@@ -1,4 +1,4 @@
-"""Judge the same samples with several probes and with their ensemble.
+"""Judge the same samples with several probes and with their ensemble (``ProbeEnsemble``).
 
 python outputs/probes/judge.py NAME MODEL_DIR PROBE.pt [PROBE.pt ...]  -> outputs/probes/judged_NAME.json
 """
@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 
 from avatarstudio_ns.builtin.head_images import HeadImages, _load_shard, describe
-from avatarstudio_ns.builtin.probe import PROBED, REGIONS, AttributeProbe, visible_regions
+from avatarstudio_ns.builtin.probe import PROBED, AttributeProbe, ProbeEnsemble, visible_regions
 from avatarstudio_ns.builtin.sample_accuracy import EvalConfig, judge, pool, prompt_targets, real_accuracy, sample_model
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig
 
@@ -33,15 +33,8 @@ for f in probe_files:
     probes.append(p.eval())
 
 
-@torch.no_grad()
 def predict(ps, x):
-    outs = [p(x) for p in ps]
-    probs = torch.stack([o["labels"].softmax(1) for o in outs]).mean(0)
-    labels = probs.argmax(1)
-    pred = {k: torch.stack([o[k].softmax(-1) for o in outs]).mean(0).argmax(-1) for k in PROBED}
-    for k, ids in REGIONS.items():
-        pred[f"visible_{k}"] = torch.isin(labels, torch.tensor(ids)).sum((1, 2)) >= ps[0].min_pixels(k, x.shape[-1])
-    return pred
+    return ProbeEnsemble(ps).predict(x)
 
 
 ev = HeadImages.concat([_load_shard(p) for p in sorted(Path("outputs/builtin_vis/data_eval").glob("*.npz"))])
