@@ -3,6 +3,8 @@ import torch
 from PIL import Image
 
 from avatarstudio_ns.builtin.probe import AttributeProbe
+from avatarstudio_ns.data import labels as L
+from avatarstudio_ns.data.synth.render import label_palette
 
 torch.set_num_threads(1)
 probe = AttributeProbe(16, 64)
@@ -12,24 +14,9 @@ s = torch.load("outputs/diag_eyes/samples_builtin_vis_model.pt")[[0, 1, 2]]
 x = s.flatten(0, 1)
 with torch.no_grad():
     lab = probe(x)["labels"].argmax(1)
-# background white, skin tan, hair brown, brows dark brown, sclera yellow, iris blue, pupil black, lips red,
-# mouth dark red, ears and neck light tan
-palette = np.array(
-    [
-        [255, 255, 255],
-        [230, 180, 150],
-        [120, 60, 20],
-        [60, 30, 10],
-        [255, 255, 0],
-        [0, 0, 255],
-        [0, 0, 0],
-        [255, 0, 0],
-        [100, 0, 0],
-        [200, 150, 120],
-        [180, 130, 100],
-    ],
-    np.uint8,
-)
+# The synth's preview colours, with the sclera yellow so that it stands out from the white backdrop.
+palette = label_palette().copy()
+palette[L.SCLERA] = (255, 255, 0)
 img = ((x.clamp(-1, 1) + 1) * 127.5).byte().permute(0, 2, 3, 1).numpy()
 seg = palette[lab.numpy()]
 rows = []
