@@ -7,7 +7,7 @@ names = {
     "probe_s0_b0.0_w0.0": "seed 0 (earlier records)",
     "probe_s1_b0.0_w0.0": "seed 1",
     "probe_s2_b0.0_w0.0": "seed 2",
-    "ensemble": "**seeds 0-2 together**",
+    "ensemble": "**the listed probes together**",  # std: seeds 0-2; all: with the two eye-variation probes
     "probe_s0_b0.5_w0.5": "eye variation, seed 0",
     "probe_s1_b0.5_w0.5": "eye variation, seed 1",
 }
