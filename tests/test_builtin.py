@@ -401,3 +401,35 @@ def test_the_label_maps_of_a_batch_are_mirrored_with_their_latents():
     assert torch.equal(picked[0], labels[1])
     assert torch.equal(picked[1], labels[1].flip(-1))
     assert torch.equal(picked[2], labels[0].flip(-1))
+
+
+def test_a_unet_grown_by_cross_attention_starts_from_the_saved_one_unchanged(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from avatarstudio_ns.builtin.checkpoint import copy_weights
+    from avatarstudio_ns.builtin.small_model import build_unet
+
+    torch.manual_seed(0)
+    saved = build_unet(SmallModelConfig.tiny(unet_attention=(False, False)))
+    for p in saved.parameters():  # diffusers zero-initialises some layers; any weights must carry over
+        p.data.normal_(0.0, 0.05)
+    saved.save_pretrained(tmp_path / "unet")
+    grown = build_unet(SmallModelConfig.tiny(unet_attention=(True, False)))
+    new = copy_weights(grown, UNet2DConditionModel, tmp_path / "unet", "--unet.init-from")
+    assert new == ["down_blocks.0.attentions.0", "up_blocks.1.attentions.0", "up_blocks.1.attentions.1"]
+    z, t, text = torch.randn(2, 4, 16, 16), torch.tensor([10, 500]), torch.randn(2, 77, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(z, t, text).sample, saved(z, t, text).sample)
+    # The other way (the saved network has attention this one lacks) is refused with the option's name.
+    with pytest.raises(ValueError, match="--unet.init-from"):
+        copy_weights(
+            build_unet(SmallModelConfig.tiny(unet_attention=(False, False))),
+            UNet2DConditionModel,
+            _save(build_unet(SmallModelConfig.tiny(unet_attention=(True, False))), tmp_path / "u2"),
+            "--unet.init-from",
+        )
+
+
+def _save(unet, folder: Path) -> Path:
+    unet.save_pretrained(folder)
+    return folder

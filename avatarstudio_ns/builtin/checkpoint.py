@@ -28,16 +28,45 @@ def load_state(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def copy_weights(module: torch.nn.Module, cls: Any, folder: Path, option: str) -> None:
+def copy_weights(module: torch.nn.Module, cls: Any, folder: Path, option: str) -> list[str]:
     """Copy the weights of the network saved in ``folder`` (read with ``cls.from_pretrained``) into ``module``.
 
+    ``module`` may have cross-attention transformers that the saved network lacks (a UNet given attention at more
+    levels, ``--model.unet-attention``): everything else is copied and each new transformer starts as the identity
+    (its output projection zeroed; the block adds it to its input), so the grown network computes what the saved
+    one did and training adds the new attention from there.
+
+    Returns:
+        The names of the transformers that start as the identity (empty when the networks match).
+
     Raises:
-        ValueError: The saved network has other sizes; names ``option``, the setting that pointed there.
+        ValueError: The saved network has other sizes, or weights ``module`` lacks; names ``option``, the setting
+            that pointed there.
     """
+    saved = cls.from_pretrained(folder).state_dict()
+    own = module.state_dict()
+    new = sorted({_transformer_of(key) for key in own.keys() - saved.keys()})
     try:
-        module.load_state_dict(cls.from_pretrained(folder).state_dict())
+        if None in new or saved.keys() - own.keys():
+            module.load_state_dict(saved)  # raises, naming the keys that differ
+        module.load_state_dict(saved, strict=False)
     except RuntimeError as err:
         raise ValueError(
             f"{option}: {folder} has other sizes than this run's (--model.* options); give the sizes it was trained "
             f"with ({Path(folder) / 'config.json'}).\n{err}"
         ) from err
+    modules = dict(module.named_modules())
+    with torch.no_grad():
+        for name in new:
+            modules[f"{name}.proj_out"].weight.zero_()
+            modules[f"{name}.proj_out"].bias.zero_()
+    return new
+
+
+def _transformer_of(key: str) -> str | None:
+    """``down_blocks.0.attentions.1`` for a weight inside that cross-attention transformer, else None."""
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part == "attentions" and parts[i + 1].isdigit():
+            return ".".join(parts[: i + 2])
+    return None

@@ -68,7 +68,9 @@ class UnetStageConfig:
     init_from: Path | None = None
     """A model folder (the diffusers layout this command writes, same sizes and words) whose UNet and text encoder
     start the run instead of random weights, e.g. one trained elsewhere whose checkpoint did not come along. The
-    optimiser, its warm-up and the moving average start afresh; ``steps`` counts this run's steps."""
+    optimiser, its warm-up and the moving average start afresh; ``steps`` counts this run's steps. This run's UNet
+    may have cross-attention at more levels than the folder's (``--model.unet-attention``): the new attention starts
+    as the identity, so training continues from what the folder's UNet does."""
     checkpoint_every: int = 100
     """Steps between checkpoints."""
     log_every: int = 25
@@ -213,9 +215,11 @@ def train_unet(
     """
     ckpt_path = Path(work_dir) / "unet.ckpt"
     if cfg.init_from is not None and not ckpt_path.exists():
-        copy_weights(unet, UNet2DConditionModel, Path(cfg.init_from) / "unet", "--unet.init-from")
+        grown = copy_weights(unet, UNet2DConditionModel, Path(cfg.init_from) / "unet", "--unet.init-from")
         copy_weights(text_encoder, CLIPTextModel, Path(cfg.init_from) / "text_encoder", "--unet.init-from")
         console.log(f"UNet and text encoder start from {cfg.init_from}")
+        if grown:
+            console.log(f"New cross-attention, starting as the identity: {', '.join(grown)}")
     modules = {"unet": unet.to(device), "text_encoder": text_encoder.to(device)}
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
