@@ -45,9 +45,10 @@ def copy_weights(module: torch.nn.Module, cls: Any, folder: Path, option: str) -
     """
     saved = cls.from_pretrained(folder).state_dict()
     own = module.state_dict()
-    new = sorted({_transformer_of(key) for key in own.keys() - saved.keys()})
+    modules = dict(module.named_modules())
+    new = sorted({_transformer_of(key) for key in own.keys() - saved.keys()}, key=str)
     try:
-        if None in new or saved.keys() - own.keys():
+        if saved.keys() - own.keys() or any(name is None or f"{name}.proj_out" not in modules for name in new):
             module.load_state_dict(saved)  # raises, naming the keys that differ
         module.load_state_dict(saved, strict=False)
     except RuntimeError as err:
@@ -55,7 +56,6 @@ def copy_weights(module: torch.nn.Module, cls: Any, folder: Path, option: str) -
             f"{option}: {folder} has other sizes than this run's (--model.* options); give the sizes it was trained "
             f"with ({Path(folder) / 'config.json'}).\n{err}"
         ) from err
-    modules = dict(module.named_modules())
     with torch.no_grad():
         for name in new:
             modules[f"{name}.proj_out"].weight.zero_()
