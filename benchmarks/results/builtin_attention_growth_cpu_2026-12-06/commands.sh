@@ -17,4 +17,9 @@ case $1 in
   p2attn) taskset -c 0 avatarstudio train-builtin --work-dir outputs/builtin_p2attn --output-dir outputs/builtin_p2attn_model \
       --unet.init-from outputs/builtin_parts2_model $common --model.unet-attention True True True False \
       --unet.steps 1300 --unet.max-minutes 50 ;;
+  # C: B trained on with the eye words' weight on the whole eye (sclera, iris, pupil), 24 minutes cap.
+  p2eye) taskset -c 1 python benchmarks/results/builtin_attention_growth_cpu_2026-12-06/train_whole_eye.py \
+      --work-dir outputs/builtin_p2eye --output-dir outputs/builtin_p2eye_model \
+      --unet.init-from outputs/builtin_p2attn_model $common --model.unet-attention True True True False \
+      --unet.steps 1300 --unet.max-minutes 24 ;;
 esac
