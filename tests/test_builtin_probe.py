@@ -139,10 +139,13 @@ def test_ensemble_of_one_probe_judges_as_that_probe_and_averages_before_deciding
         assert torch.equal(alone[key], a[key].argmax(-1)), key
     iris_pixels = (labels == L.IRIS).sum((1, 2))
     assert torch.equal(alone["visible_eyes"], iris_pixels >= first.min_pixels("eyes", images.shape[-1]))
+    assert torch.equal(ProbeEnsemble([first]).label_map(images, batch_size=10), labels)
     # Two probes: each attribute is the argmax of the mean of their probabilities.
     together = ProbeEnsemble([first, second]).predict(images)
     for key in PROBED:
         expected = (a[key].softmax(-1) + b[key].softmax(-1)).argmax(-1)
         assert torch.equal(together[key], expected), key
+    expected_labels = (a["labels"].softmax(1) + b["labels"].softmax(1)).argmax(1)
+    assert torch.equal(ProbeEnsemble([first, second]).label_map(images), expected_labels)
     with pytest.raises(ValueError, match="at least one probe"):
         ProbeEnsemble([])

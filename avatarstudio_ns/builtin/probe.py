@@ -192,20 +192,32 @@ class ProbeEnsemble:
     @torch.no_grad()
     def predict(self, images: Float[Tensor, "b 3 h w"], batch_size: int = 128) -> dict[str, Tensor]:
         """As :meth:`AttributeProbe.predict`, from the probes' averaged probabilities."""
-        for probe in self.probes:
-            probe.eval()
         out: dict[str, list[Tensor]] = {}
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size]
-            results = [probe(x) for probe in self.probes]
-            labels = torch.stack([r["labels"].softmax(1) for r in results]).mean(0).argmax(1)
+            label_probs, attribute_probs = self._probabilities(x)
+            labels = label_probs.argmax(1)
             for key in PROBED:
-                probs = torch.stack([r[key].softmax(-1) for r in results]).mean(0)
-                out.setdefault(key, []).append(probs.argmax(-1))
+                out.setdefault(key, []).append(attribute_probs[key].argmax(-1))
             for key, ids in REGIONS.items():
                 pixels = torch.isin(labels, torch.tensor(ids)).sum((1, 2))
                 out.setdefault(f"visible_{key}", []).append(pixels >= self.probes[0].min_pixels(key, x.shape[-1]))
         return {key: torch.cat(v) for key, v in out.items()}
+
+    @torch.no_grad()
+    def label_map(self, images: Float[Tensor, "b 3 h w"], batch_size: int = 128) -> Int[Tensor, "b h w"]:
+        """The label (``avatarstudio_ns.data.labels``) of each pixel, from the probes' averaged probabilities: the
+        map ``predict`` reads the regions' visibility from."""
+        return torch.cat([self._probabilities(x)[0].argmax(1) for x in images.split(batch_size)])
+
+    def _probabilities(self, x: Float[Tensor, "b 3 h w"]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Label probabilities (b, labels, h, w) and per attribute (b, classes), averaged over the probes."""
+        results = []
+        for probe in self.probes:
+            probe.eval()
+            results.append(probe(x))
+        labels = torch.stack([r["labels"].softmax(1) for r in results]).mean(0)
+        return labels, {key: torch.stack([r[key].softmax(-1) for r in results]).mean(0) for key in PROBED}
 
 
 def visible_regions(labels: UInt8[np.ndarray, "n h w"]) -> dict[str, np.ndarray]:

@@ -28,7 +28,15 @@ from rich.table import Table
 from torch import Tensor
 
 from avatarstudio_ns.atomic import atomic_save, atomic_write_text
-from avatarstudio_ns.builtin.head_images import TABLES, HeldoutPair, build_dataset, check_pairs, describe, is_heldout
+from avatarstudio_ns.builtin.head_images import (
+    TABLES,
+    HeadDatasetConfig,
+    HeldoutPair,
+    build_dataset,
+    check_pairs,
+    describe,
+    is_heldout,
+)
 from avatarstudio_ns.builtin.probe import PROBED, REGIONS, ProbeConfig, ProbeEnsemble, train_probe, visible_regions
 from avatarstudio_ns.builtin.sitting import Sitting
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, load_training_set, training_device
@@ -176,6 +184,18 @@ def _vae_round_trip(model_dir: Path, images: Tensor, device: torch.device | str 
     return torch.cat(decoded)
 
 
+def evaluation_renders(data: HeadDatasetConfig, cfg: EvalConfig) -> HeadDatasetConfig:
+    """The held-out real renders of the evaluation: ``cfg.eval_identities`` new identities (the next seed), every
+    attribute combination allowed."""
+    return dataclasses.replace(
+        data,
+        num_identities=cfg.eval_identities,
+        identities_per_shard=min(cfg.eval_identities, 40),
+        seed=data.seed + 1,
+        exclude_heldout=False,
+    )
+
+
 def evaluate_builtin(
     train_cfg: TrainBuiltinConfig, cfg: EvalConfig, console: Console | None = None, sitting: Sitting | None = None
 ) -> dict:
@@ -201,14 +221,7 @@ def _evaluate(train_cfg: TrainBuiltinConfig, cfg: EvalConfig, console: Console, 
     work = Path(train_cfg.work_dir)
     heldout, seen = prompt_targets(train_cfg.data.heldout_pairs)
     train_data = load_training_set(train_cfg, console)
-    eval_data_cfg = dataclasses.replace(
-        train_cfg.data,
-        num_identities=cfg.eval_identities,
-        identities_per_shard=min(cfg.eval_identities, 40),
-        seed=train_cfg.data.seed + 1,
-        exclude_heldout=False,
-    )
-    real = build_dataset(eval_data_cfg, work / "data_eval", sitting=sitting)
+    real = build_dataset(evaluation_renders(train_cfg.data, cfg), work / "data_eval", sitting=sitting)
     probe = ProbeEnsemble([train_probe(train_data, cfg.probe, seed, console) for seed in cfg.probe_seeds])
     real_images = real.images()
     shown = visible_regions(real.labels)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from avatarstudio_ns.builtin.head_images import TABLES
 from avatarstudio_ns.builtin.probe import AttributeProbe, ProbeEnsemble
 from avatarstudio_ns.data import labels as L
 from avatarstudio_ns.data.synth.render import label_palette
@@ -18,9 +19,9 @@ for s in (0, 1, 2):
     ps.append(p.eval())
 s = torch.load(f"outputs/probes/samples_{sys.argv[1]}.pt")[10:15]
 x = s.flatten(0, 1)
-with torch.no_grad():
-    lab = ProbeEnsemble(ps).predict(x)
-    seg_l = torch.stack([q(x)["labels"].softmax(1) for q in ps]).mean(0).argmax(1)
+ensemble = ProbeEnsemble(ps)
+lab = ensemble.predict(x)
+seg_l = ensemble.label_map(x)
 palette = label_palette().copy()
 palette[L.SCLERA] = (255, 255, 0)
 img = ((x.clamp(-1, 1) + 1) * 127.5).byte().permute(0, 2, 3, 1).numpy()
@@ -32,7 +33,7 @@ for j in range(5):
 Image.fromarray(np.concatenate(rows, 0)).resize((8 * 64 * 3, 10 * 64 * 3), Image.NEAREST).save(
     f"outputs/probes/eyes_{sys.argv[1]}.png"
 )
-names = ["brown", "blue", "green", "hazel", "grey"]
+names = TABLES["eyes"]
 print(
     [
         [

@@ -9,7 +9,6 @@ python outputs/probes/iris.py MODEL_DIR OUT.json [STRENGTHS...]
    render (the face moves little at low strength) are read and given the nearest class mean.
 """
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
 
 from avatarstudio_ns.builtin.head_images import TABLES, build_dataset, describe
-from avatarstudio_ns.builtin.sample_accuracy import _vae_round_trip
+from avatarstudio_ns.builtin.sample_accuracy import EvalConfig, _vae_round_trip, evaluation_renders
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig
 from avatarstudio_ns.data.labels import IRIS
 
@@ -28,10 +27,7 @@ model = Path(sys.argv[1])
 out = Path(sys.argv[2])
 strengths = [float(s) for s in sys.argv[3:]] or [0.3, 0.5, 0.7, 0.9]
 cfg = TrainBuiltinConfig().data
-eval_cfg = dataclasses.replace(
-    cfg, num_identities=160, identities_per_shard=40, seed=cfg.seed + 1, exclude_heldout=False
-)
-real = build_dataset(eval_cfg, Path("outputs/builtin_parts2/data_eval"))
+real = build_dataset(evaluation_renders(cfg, EvalConfig()), Path("outputs/builtin_parts2/data_eval"))
 images = real.images()  # (n, 3, 64, 64) in [-1, 1]
 iris = torch.from_numpy(real.labels == IRIS)
 eyes = real.attrs["eyes"]
