@@ -394,6 +394,22 @@ def test_part_weights_weigh_only_the_cells_of_the_parts_a_caption_names():
         unet_stage.part_weights(captions, labels, (4, 4), 9.0, ("nose",))
 
 
+def test_the_whole_eye_region_weighs_the_sclera_and_pupil_an_eye_word_names_as_well():
+    from avatarstudio_ns.data.labels import IRIS, PUPIL, SCLERA, SKIN
+
+    labels = torch.full((2, 8, 8), SKIN, dtype=torch.uint8)
+    labels[:, 1, 2] = IRIS  # latent cell (0, 1)
+    labels[:, 1, 0] = SCLERA  # latent cell (0, 0)
+    labels[:, 4, 7] = PUPIL  # latent cell (2, 3)
+    captions = ["photo of a person with grey eyes", "photo of a person with grey hair"]
+    iris = torch.ones(2, 1, 4, 4)
+    iris[0, 0, 0, 1] = 10.0
+    assert torch.equal(unet_stage.part_weights(captions, labels, (4, 4), 9.0), iris)
+    whole = iris.clone()
+    whole[0, 0, 0, 0] = whole[0, 0, 2, 3] = 10.0
+    assert torch.equal(unet_stage.part_weights(captions, labels, (4, 4), 9.0, eye_region="eyes"), whole)
+
+
 def test_the_label_maps_of_a_batch_are_mirrored_with_their_latents():
     labels = torch.arange(2 * 2 * 3, dtype=torch.uint8).reshape(2, 2, 3)
     idx, flip = torch.tensor([1, 1, 0]), torch.tensor([0, 1, 1])

@@ -283,6 +283,7 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "unet.init_from": None,
     "unet.part_weight": 0.0,
     "unet.weighted_parts": ["eyes", "lips", "eyebrows"],
+    "unet.eye_region": "iris",
     "unet.captions.only_visible": False,
     "vae.train_encoder": True,
 }

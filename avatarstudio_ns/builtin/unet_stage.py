@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ from avatarstudio_ns.builtin.head_images import CaptionConfig, HeadImages, train
 from avatarstudio_ns.builtin.probe import visible_regions
 from avatarstudio_ns.builtin.progress import StageProgress
 from avatarstudio_ns.builtin.sitting import Sitting
-from avatarstudio_ns.data.labels import BROWS, IRIS, LIPS
+from avatarstudio_ns.data.labels import REGIONS
 from avatarstudio_ns.guidance.prediction import training_target
 
 
@@ -60,6 +61,9 @@ class UnetStageConfig:
     every cell alike (the shipped model). Needs the renders' label maps."""
     weighted_parts: tuple[str, ...] = ("eyes", "lips", "eyebrows")
     """The caption nouns whose parts ``part_weight`` weighs (keys of ``PART_LABELS``)."""
+    eye_region: Literal["iris", "eyes"] = "iris"
+    """What "eyes" weighs: the iris alone, or the whole eye (sclera, iris and pupil; ``REGIONS["eyes"]``), which
+    asks the model to draw the eye's shape around the coloured iris as well."""
     min_snr_gamma: float = 5.0
     """Min-SNR loss weighting: weight min(SNR, gamma) / SNR for epsilon prediction, min(SNR + 1, gamma) / (SNR + 1)
     for v prediction; 0 disables it."""
@@ -98,8 +102,12 @@ class _Ema:
                 p.copy_(self.shadow[f"{name}.{key}"])
 
 
-PART_LABELS: dict[str, tuple[int, ...]] = {"eyes": (IRIS,), "lips": (LIPS,), "eyebrows": (BROWS,)}
-"""Caption noun -> the label ids whose latent cells ``part_weight`` weighs."""
+PART_LABELS: dict[str, tuple[int, ...]] = {
+    "eyes": REGIONS["iris"],
+    "lips": REGIONS["lips"],
+    "eyebrows": REGIONS["brows"],
+}
+"""Caption noun -> the label ids whose latent cells ``part_weight`` weighs (``eye_region`` may widen "eyes")."""
 
 
 def part_weights(
@@ -108,6 +116,7 @@ def part_weights(
     latent_size: tuple[int, int],
     part_weight: float,
     parts: tuple[str, ...] = tuple(PART_LABELS),
+    eye_region: Literal["iris", "eyes"] = "iris",
 ) -> Float[Tensor, "b 1 h w"]:
     """Loss weight of each latent cell: ``1 + part_weight`` on cells that show a part its caption names.
 
@@ -117,6 +126,7 @@ def part_weights(
         latent_size: The latents' (h, w).
         part_weight: Extra weight of a named part's cells (>= 0).
         parts: The caption nouns weighed (keys of ``PART_LABELS``).
+        eye_region: The region of ``REGIONS`` that "eyes" weighs.
 
     Returns:
         A weight per item and latent cell, to multiply the item's squared error with.
@@ -125,12 +135,13 @@ def part_weights(
         raise ValueError(f"part_weight must be >= 0, got {part_weight}.")
     if unknown := set(parts) - PART_LABELS.keys():
         raise ValueError(f"Unknown weighted parts {sorted(unknown)}; choose from {list(PART_LABELS)}.")
+    part_labels = PART_LABELS | {"eyes": REGIONS[eye_region]}
     named = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
     for i, caption in enumerate(captions):
         words = set(re.findall(r"[a-z]+", caption))
         for noun in parts:
             if noun in words:
-                ids = PART_LABELS[noun]
+                ids = part_labels[noun]
                 named[i] |= torch.isin(labels[i], torch.tensor(ids, dtype=labels.dtype, device=labels.device))
     cells = F.adaptive_max_pool2d(named[:, None].float(), latent_size)
     return 1.0 + part_weight * cells
@@ -283,7 +294,7 @@ def train_unet(
             if cfg.part_weight > 0:
                 item_labels = mirrored_labels(labels, idx, flip)
                 error = error * part_weights(
-                    captions, item_labels, tuple(z0.shape[-2:]), cfg.part_weight, cfg.weighted_parts
+                    captions, item_labels, tuple(z0.shape[-2:]), cfg.part_weight, cfg.weighted_parts, cfg.eye_region
                 ).to(device)
             per_item = error.mean(dim=(1, 2, 3))
             loss = (per_item * weight).mean()
