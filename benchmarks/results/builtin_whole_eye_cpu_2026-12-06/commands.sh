@@ -1,0 +1,23 @@
+#!/bin/bash
+# Issue 16, 2026-12-06 (twenty-first sitting): the eye words' part weight on the whole eye (`--unet.eye-region eyes`),
+# from the shipped model, as the eyes-and-lips model (parts2) was trained with the iris alone. The development CPU
+# (2 cores), one single-thread run per core; no GPU was lent. The renders and latents are parts2's (the first lines of
+# benchmarks/results/builtin_attention_growth_cpu_2026-12-06/commands.sh parts2 make them; hard links here, as the same
+# settings make the same files).
+cd "$(git rev-parse --show-toplevel)"
+export OMP_NUM_THREADS=1
+common="--device cpu --vae.init-from avatarstudio_ns/assets/builtin_model --vae.steps 0 --unet.part-weight 20
+  --unet.weighted-parts eyes lips --unet.eye-region eyes --unet.init-from avatarstudio_ns/assets/builtin_model
+  --no-evaluate"
+link() { mkdir -p "$1" && cp -aln outputs/builtin_parts2/data_train outputs/builtin_parts2/latents.pt "$1"/; }
+case $1 in
+  # parts2 with the whole eye weighted (its control is parts2 itself: the same command with the iris alone).
+  whole) link outputs/builtin_whole
+    taskset -c 0 avatarstudio train-builtin --work-dir outputs/builtin_whole --output-dir outputs/builtin_whole_model \
+      $common --unet.steps 2400 --unet.max-minutes 80 ;;
+  # The same with eye colour named only where the eyes show (`--unet.captions.only-visible`).
+  visible) link outputs/builtin_whole_vis
+    taskset -c 1 avatarstudio train-builtin --work-dir outputs/builtin_whole_vis \
+      --output-dir outputs/builtin_whole_vis_model $common --unet.captions.only-visible \
+      --unet.steps 2400 --unet.max-minutes 60 ;;
+esac
