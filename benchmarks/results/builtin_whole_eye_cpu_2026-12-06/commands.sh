@@ -20,4 +20,11 @@ case $1 in
     taskset -c 1 avatarstudio train-builtin --work-dir outputs/builtin_whole_vis \
       --output-dir outputs/builtin_whole_vis_model $common --unet.captions.only-visible \
       --unet.steps 2400 --unet.max-minutes 60 ;;
+  # Next: the shipped UNet grown by cross-attention at 16x16 and trained with the whole eye weighted from its first
+  # step, against the last record's A (the same with the iris). Started at the end of this sitting, not finished: the
+  # same command resumes it (90 minutes of training in all).
+  grown) link outputs/builtin_grown_eye
+    taskset -c 1 avatarstudio train-builtin --work-dir outputs/builtin_grown_eye \
+      --output-dir outputs/builtin_grown_eye_model $common --model.unet-attention True True True False \
+      --unet.steps 2400 --unet.max-minutes 90 ;;
 esac
