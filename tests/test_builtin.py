@@ -26,8 +26,14 @@ from avatarstudio_ns.builtin.sample_accuracy import SEEN_PROMPTS, EvalConfig, ev
 from avatarstudio_ns.builtin.sitting import Sitting, SittingOver
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, build_scheduler, build_vae
 from avatarstudio_ns.builtin.step_timing import estimate_minutes, measure_step_times
-from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes, train_builtin, training_device
-from avatarstudio_ns.builtin.unet_stage import UnetStageConfig
+from avatarstudio_ns.builtin.train import (
+    TrainBuiltinConfig,
+    builtin_sizes,
+    stage_settings,
+    train_builtin,
+    training_device,
+)
+from avatarstudio_ns.builtin.unet_stage import UnetStageConfig, learning_rate
 from avatarstudio_ns.builtin.vae_init import colour_preserving_init
 from avatarstudio_ns.builtin.vae_stage import VaeStageConfig, region_weights
 from avatarstudio_ns.data.synth import HeadAttributes
@@ -449,3 +455,19 @@ def test_a_unet_grown_by_cross_attention_starts_from_the_saved_one_unchanged(tmp
 def _save(unet, folder: Path) -> Path:
     unet.save_pretrained(folder)
     return folder
+
+
+def test_a_cosine_learning_rate_falls_to_zero_at_the_last_step_and_its_length_is_a_setting():
+    """``--unet.lr-schedule cosine``: the warm-up as before, then a half cosine that ends at 0 on ``steps``; as the
+    length then sets every step's rate, a folder records it (a constant rate's run may still be lengthened)."""
+    constant = UnetStageConfig(steps=400, lr=1e-3, warmup_steps=100)
+    cosine = dataclasses.replace(constant, lr_schedule="cosine")
+    assert [learning_rate(constant, s) for s in (0, 99, 200, 399)] == pytest.approx([1e-5, 1e-3, 1e-3, 1e-3])
+    assert learning_rate(cosine, 0) == pytest.approx(1e-5, rel=1e-3)
+    assert learning_rate(cosine, 200) == pytest.approx(0.5e-3)
+    assert learning_rate(cosine, 399) < 1e-7
+    assert learning_rate(cosine, 400) == 0.0
+    rates = [learning_rate(cosine, s) for s in range(100, 401)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert "steps" not in stage_settings(TrainBuiltinConfig(unet=constant))["unet"]
+    assert stage_settings(TrainBuiltinConfig(unet=cosine))["unet"]["steps"] == 400

@@ -273,8 +273,9 @@ RUN_LENGTH_FIELDS = {
     "unet": ("steps", "max_minutes", "checkpoint_every", "log_every"),
     "vae": ("checkpoint_every", "log_every"),
 }
-"""Fields that do not change the weights trained so far: the UNet's length (its learning rate is constant after the
-warm-up, so a longer run continues the same one) and how often a stage checkpoints and logs."""
+"""Fields that do not change the weights trained so far: the UNet's length (with a constant learning rate after the
+warm-up a longer run continues the same one; a cosine schedule's length is kept, as it sets every step's rate) and
+how often a stage checkpoints and logs."""
 
 
 SETTINGS_ADDED_LATER: dict[str, object] = {
@@ -286,6 +287,7 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "unet.eye_region": "iris",
     "unet.captions.only_visible": False,
     "vae.train_encoder": True,
+    "unet.lr_schedule": "constant",
 }
 """Settings added after work folders began recording theirs, with the value that a folder recorded before then was
 trained with (what the code did before the setting existed; not today's default, which may have changed since)."""
@@ -297,7 +299,10 @@ def stage_settings(cfg: TrainBuiltinConfig) -> dict:
     settings = {"model": dataclasses.asdict(cfg.model), "seed": cfg.seed}
     for stage in ("vae", "unet"):
         fields = dataclasses.asdict(getattr(cfg, stage))
-        settings[stage] = {k: v for k, v in fields.items() if k not in RUN_LENGTH_FIELDS[stage]}
+        length = set(RUN_LENGTH_FIELDS[stage])
+        if fields.get("lr_schedule") == "cosine":
+            length.discard("steps")  # the schedule's length sets every step's rate
+        settings[stage] = {k: v for k, v in fields.items() if k not in length}
     return json.loads(json.dumps(settings, default=str))
 
 

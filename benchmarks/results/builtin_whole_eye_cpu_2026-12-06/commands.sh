@@ -27,4 +27,13 @@ case $1 in
     taskset -c 1 avatarstudio train-builtin --work-dir outputs/builtin_grown_eye \
       --output-dir outputs/builtin_grown_eye_model $common --model.unet-attention True True True False \
       --unet.steps 2400 --unet.max-minutes 90 ;;
+  # Twenty-second sitting: a model's learning rate cooled down (`--unet.lr-schedule cosine`: 3e-4 falling to 0 over
+  # 300 steps) with the same loss, from the whole-eye model above (`cool_whole`) or any other ($2: its folder; $3: a
+  # name for the work and model folders; $4: the core).
+  cool) link "outputs/builtin_cool_$3"
+    taskset -c "${4:-0}" avatarstudio train-builtin --work-dir "outputs/builtin_cool_$3" \
+      --output-dir "outputs/builtin_cool_$3_model" ${common/--unet.init-from avatarstudio_ns\/assets\/builtin_model/} \
+      --unet.init-from "$2" --unet.lr 3e-4 --unet.lr-schedule cosine --unet.warmup-steps 10 --unet.steps 300 \
+      ${5:+--model.unet-attention $5} ;;
+  cool_whole) bash "$0" cool outputs/builtin_whole_model whole 0 ;;
 esac
