@@ -37,9 +37,11 @@ case $1 in
       ${5:+--model.unet-attention $5} ;;
   cool_whole) bash "$0" cool outputs/builtin_whole_model whole 0 ;;
   # Twenty-second sitting: the demo avatar edited with an eye and a lip prompt, with the cooled-down whole-eye model
-  # as the base model (the second reuses the first's capture, recon and personalisation); demo_edits/ has their scores.
+  # as the base model, or the base model $2 (outputs/builtin_cool_grown_model: the kept candidate, also with the
+  # default blue hair); later runs reuse the capture, recon and each model's personalisation. demo_edits/ has the
+  # scores.
   edits) for prompt in "green eyes" "red lips"; do
       OMP_NUM_THREADS=1 taskset -c 0 avatarstudio demo --output outputs/demo_green_eyes \
-        --base-model outputs/builtin_cool_whole_model --prompt "photo of a person with $prompt"
+        --base-model "${2:-outputs/builtin_cool_whole_model}" --prompt "photo of a person with $prompt"
     done ;;
 esac
