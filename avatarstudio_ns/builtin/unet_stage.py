@@ -48,9 +48,10 @@ class UnetStageConfig:
     lr: float = 1e-3
     """AdamW learning rate of the UNet and the text encoder after the warm-up."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    """The learning rate after the warm-up: constant, or falling along a half cosine to 0 at ``steps`` (a run cut
-    short by ``max_minutes`` stops before it reaches 0). A rate that ends near 0 lets the weights settle instead of
-    moving with each batch, which the small details (irises, lips) depend on."""
+    """Constant after the warm-up, or "cosine": the warm-up's rate times a half cosine that runs from 1 at step 0
+    to 0 at ``steps`` (from step 0, not from the warm-up's end as the VAE's schedule; a run cut short by
+    ``max_minutes`` stops before it reaches 0). A rate that ends near 0 lets the weights settle instead of moving
+    with each batch, which the small details (irises, lips) depend on."""
     warmup_steps: int = 100
     """Linear learning-rate warm-up."""
     weight_decay: float = 1e-2

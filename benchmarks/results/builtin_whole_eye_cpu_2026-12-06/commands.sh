@@ -6,9 +6,10 @@
 # settings make the same files).
 cd "$(git rev-parse --show-toplevel)"
 export OMP_NUM_THREADS=1
-common="--device cpu --vae.init-from avatarstudio_ns/assets/builtin_model --vae.steps 0 --unet.part-weight 20
-  --unet.weighted-parts eyes lips --unet.eye-region eyes --unet.init-from avatarstudio_ns/assets/builtin_model
-  --no-evaluate"
+# The loss and the shipped autoencoder; `common` starts the UNet from the shipped one, `cool` from another folder.
+loss="--device cpu --vae.init-from avatarstudio_ns/assets/builtin_model --vae.steps 0 --unet.part-weight 20
+  --unet.weighted-parts eyes lips --unet.eye-region eyes --no-evaluate"
+common="$loss --unet.init-from avatarstudio_ns/assets/builtin_model"
 link() { mkdir -p "$1" && cp -aln outputs/builtin_parts2/data_train outputs/builtin_parts2/latents.pt "$1"/; }
 case $1 in
   # parts2 with the whole eye weighted (its control is parts2 itself: the same command with the iris alone).
@@ -32,7 +33,7 @@ case $1 in
   # name for the work and model folders; $4: the core).
   cool) link "outputs/builtin_cool_$3"
     taskset -c "${4:-0}" avatarstudio train-builtin --work-dir "outputs/builtin_cool_$3" \
-      --output-dir "outputs/builtin_cool_$3_model" ${common/--unet.init-from avatarstudio_ns\/assets\/builtin_model/} \
+      --output-dir "outputs/builtin_cool_$3_model" $loss \
       --unet.init-from "$2" --unet.lr 3e-4 --unet.lr-schedule cosine --unet.warmup-steps 10 --unet.steps 300 \
       ${5:+--model.unet-attention $5} ;;
   cool_whole) bash "$0" cool outputs/builtin_whole_model whole 0 ;;
