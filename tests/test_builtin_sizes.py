@@ -47,13 +47,13 @@ def test_v1_sizes_describe_the_first_shipped_model(tmp_path):
 
 def test_default_sizes_have_16x16_latents_and_fit_the_budget(tmp_path):
     sizes = builtin_sizes()
-    assert BUILTIN_SIZES["v3"] is builtin_sizes and sizes.vae_scale_factor == 4
+    assert BUILTIN_SIZES["v4"] is builtin_sizes and sizes.vae_scale_factor == 4
     assert sizes.resolution // sizes.vae_scale_factor == 16
     folder = write_small_model(tmp_path / "v2", sizes)
     weights_mb = sum(f.stat().st_size for f in folder.rglob("*.safetensors")) / 2**20
     assert weights_mb < 60
     assert json.loads((folder / "unet" / "config.json").read_text())["down_block_types"] == [
-        "DownBlock2D",
+        "CrossAttnDownBlock2D",
         "CrossAttnDownBlock2D",
         "CrossAttnDownBlock2D",
         "DownBlock2D",
