@@ -76,8 +76,8 @@ def builtin_sizes_v1() -> SmallModelConfig:
 
 
 def builtin_sizes_v3() -> SmallModelConfig:
-    """Sizes of the third built-in model (shipped until 2026-12-06): 64 px images, 16x16x8 latents (4x downsampling), ~26 MB; v prediction on
-    a zero-terminal-SNR schedule.
+    """Sizes of the third built-in model (shipped until 2026-12-06): 64 px images, 16x16x8 latents (4x
+    downsampling), ~26 MB; v prediction on a zero-terminal-SNR schedule.
 
     Eight latent channels instead of Stable Diffusion's four: a 4x4 pixel cell holds skin, sclera, iris and lid, and
     with four channels the autoencoder's round trip kept the probe's eye colour in 58 % of real renders, lip colour in
