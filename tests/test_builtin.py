@@ -281,7 +281,7 @@ def test_a_work_folder_is_not_continued_with_other_training_settings(tmp_path, t
     assert torch.load(cfg.work_dir / "unet.ckpt", weights_only=True)["step"] == 6
 
 
-def test_a_setting_added_later_at_its_default_continues_an_older_folder(tmp_path, tiny_renders):
+def test_a_setting_added_later_at_its_earlier_value_continues_an_older_folder(tmp_path, tiny_renders):
     """A folder recorded before a setting existed was trained as the code did then; another value is not."""
     # The part weight at the value the code used before it existed (today's default is another).
     cfg = _tiny_config(_work(tmp_path, "work", tiny_renders))

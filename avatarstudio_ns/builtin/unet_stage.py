@@ -61,8 +61,8 @@ class UnetStageConfig:
     captions: CaptionConfig = field(default_factory=CaptionConfig)
     """Which attributes a training caption names."""
     part_weight: float = 20.0
-    """Extra loss weight (>= 0) on the latent cells that hold a part the caption names by colour (irises for
-    "eyes", lips, eyebrows): an iris is 0.08 % of the pixels and lips 0.5 %, so an unweighted loss barely asks the
+    """Extra loss weight (>= 0) on the latent cells that hold a part the caption names by colour (the eyes, lips or
+    eyebrows; ``weighted_parts``): an iris is 0.08 % of the pixels and lips 0.5 %, so an unweighted loss barely asks the
     model to bind those words to them. A cell's weight is ``1 + part_weight`` where the part shows in it; 0 weighs
     every cell alike (version 3). Needs the renders' label maps. At 20 on the eyes and lips, version 3 continued for
     2400 steps followed the lip colour in 76.6 % of held-out samples instead of 19.7 %, eye colour in 28.9 % instead
