@@ -39,7 +39,8 @@ class UnetStageConfig:
 
     steps: int = 8000
     """Optimiser steps (an upper bound when ``max_minutes`` is set). The first model stopped at 3515 of 4000 at
-    8x8 latents; the shipped model at 2536, its time cap on a GPU; eye and lip colour still gain with more."""
+    8x8 latents; version 3 at 2536, its time cap on a GPU; the shipped version 4 trained 1482 more from it (on a
+    CPU, the last 300 cooled down)."""
     max_minutes: float | None = None
     """Stop early after this much training time, summed over resumed runs; None trains all ``steps``. The
     number of steps actually done is logged and kept in the checkpoint."""
