@@ -1,7 +1,7 @@
 """The suite's hair and skin edits at their last step, with the version 4 built-in model against the version 3 kept
 runs: one row per edit, then the mean and worst of each measure and how many meet both targets.
 
-    python compare.py runs ../edit_suite/runs
+    python compare.py runs ../edit_suite_v3_2026-12-05/runs
 """
 
 import json
