@@ -174,7 +174,14 @@ class AvatarEditModel(AvatarReconModel):
             Canonical positions of the rendered surface (expected depth along each ray, through the fixed
             deformation at the camera's time), the accumulation, and the rendered rgb [h, w, 3].
         """
-        outputs = self.get_outputs_for_camera(camera)
+        # As ns-eval renders, without sample jitter even while the edit trains (the region is fitted in its setup):
+        # jittered, the region depended on the random state of the process that fitted it.
+        training = self.training
+        self.eval()
+        try:
+            outputs = self.get_outputs_for_camera(camera)
+        finally:
+            self.train(training)
         rays = camera.generate_rays(camera_indices=0, keep_shape=True).to(self.device)
         points = rays.origins + rays.directions * outputs["expected_depth"]
         codes = self.frame_codes(self.get_ray_times(rays))
