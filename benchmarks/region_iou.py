@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import tyro
 import yaml
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline
 
 from avatarstudio_ns.data.keyframes import KeyframeSelectionConfig, avatar_keyframes
 from avatarstudio_ns.data.labels import LABELS
@@ -30,6 +31,28 @@ from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, load_prompt_set
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.scripts.suite import SUITE_PROMPTS
 from method_configs.edit import avatarstudio_edit_fast
+
+
+def edit_pipeline_on_recon(
+    recon: Path, base_model: str, prefix: str, keyframes: KeyframeSelectionConfig | None = None
+) -> VanillaPipeline:
+    """The fast edit preset's pipeline set up on a recon (its capture, its weights; trainer output in a temporary
+    folder named with ``prefix``), without its guidance: what a record script needs to fit regions or render the
+    avatar as an edit starts from it."""
+    config = copy.deepcopy(avatarstudio_edit_fast.config)
+    config.pipeline.datamanager.data = yaml.load(recon.read_text(), Loader=yaml.Loader).pipeline.datamanager.data
+    config.pipeline.guidance.base_model = base_model
+    if keyframes is not None:
+        config.pipeline.keyframes = keyframes
+    config.load_dir = recon.parent / "nerfstudio_models"
+    config.output_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    config.vis = "tensorboard"
+    config.logging.local_writer.enable = False
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer.pipeline
 
 
 @dataclass
@@ -61,25 +84,13 @@ class RegionIoU:
     def main(self) -> None:
         torch.set_num_threads(1)
         prompt_set = load_prompt_set(self.prompt_set) if self.prompt_set else None
-        config = copy.deepcopy(avatarstudio_edit_fast.config)
-        recon = yaml.load(self.recon.read_text(), Loader=yaml.Loader)
-        config.pipeline.datamanager.data = recon.pipeline.datamanager.data
-        config.pipeline.guidance.base_model = self.base_model
-        config.pipeline.keyframes = self.keyframes
-        config.load_dir = self.recon.parent / "nerfstudio_models"
-        config.output_dir = Path(tempfile.mkdtemp(prefix="region_iou_"))
-        config.vis = "tensorboard"
-        config.logging.local_writer.enable = False
-        config.set_timestamp()
-        config.save_config()
-        trainer = config.setup(local_rank=0, world_size=1)
-        trainer.setup()
-        pipeline, datamanager = trainer.pipeline, trainer.pipeline.datamanager
+        pipeline = edit_pipeline_on_recon(self.recon, self.base_model, "region_iou_", self.keyframes)
+        datamanager = pipeline.datamanager
         keyframes = avatar_keyframes(
             pipeline.model.get_frame_embeddings(),
             datamanager.train_dataset,
             datamanager.eval_dataset,
-            config.pipeline.keyframes,
+            self.keyframes,
         )
         datamanager.set_keyframes(keyframes)
         cameras = [datamanager.keyframe_camera(i) for i in region_keyframes(keyframes, self.region)]

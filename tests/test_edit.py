@@ -142,8 +142,8 @@ def test_the_edits_first_keyframe_render_is_the_recons_render_as_ns_eval_makes_i
 
 def test_the_surfaces_the_region_is_fitted_on_are_rendered_as_ns_eval_renders(recon, tmp_path):
     """The region is fitted in the edit's setup, while the model trains, but on renders without sample jitter: with
-    jitter it depended on the process's random state (the blonde bob's white hair: region IoU 0.83 in a suite
-    process that had edited two prompts before, 0.92 fitted alone)."""
+    jitter it depended on the trainer's random draws (the blonde bob's white hair: region IoU 0.83 in the suite's
+    edit, 0.92 fitted on the same keyframes without jitter)."""
     pipeline, _, recon_model = _keyframe_edit(recon, tmp_path)
     model = pipeline.model
     model.train()

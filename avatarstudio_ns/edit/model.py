@@ -175,7 +175,7 @@ class AvatarEditModel(AvatarReconModel):
             deformation at the camera's time), the accumulation, and the rendered rgb [h, w, 3].
         """
         # As ns-eval renders, without sample jitter even while the edit trains (the region is fitted in its setup):
-        # jittered, the region depended on the random state of the process that fitted it.
+        # jittered, the region depended on the trainer's random draws, not only on the prompt and the avatar.
         training = self.training
         self.eval()
         try:

@@ -12,17 +12,17 @@ the upper class again, and at the best of 80 quantiles (chosen against the label
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from diffusers.models.attention_processor import AttnProcessor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/, for region_iou
+import region_iou  # noqa: E402
 
 from avatarstudio_ns.edit.region import otsu_threshold
 from avatarstudio_ns.eval import metrics as M
@@ -32,7 +32,6 @@ from avatarstudio_ns.guidance.imaging import paste_square, square_boxes, to_mode
 from avatarstudio_ns.guidance.loading import load_diffusion
 from avatarstudio_ns.guidance.prediction import add_noise, alphabar_at
 from avatarstudio_ns.guidance.relevance import prompt_relevance
-from method_configs.edit import avatarstudio_edit_fast
 
 PROMPTS = [
     f"photo of a person with {p}"
@@ -60,19 +59,9 @@ class AttentionRecorder(AttnProcessor):
 
 
 def load_views(recon: Path, base_model: str):
-    config = copy.deepcopy(avatarstudio_edit_fast.config)
-    config.pipeline.datamanager.data = yaml.load(recon.read_text(), Loader=yaml.Loader).pipeline.datamanager.data
-    config.pipeline.guidance.base_model = base_model
-    config.load_dir = recon.parent / "nerfstudio_models"
-    config.output_dir = Path(tempfile.mkdtemp(prefix="small_parts_"))
-    config.vis = "tensorboard"
-    config.logging.local_writer.enable = False
-    config.set_timestamp()
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    model = trainer.pipeline.model.eval()
-    views = collect_views(*pipeline_outputs(trainer.pipeline), EvalSettings(num_train_cameras=4, timestep_stride=24))
+    pipeline = region_iou.edit_pipeline_on_recon(recon, base_model, "small_parts_")
+    model = pipeline.model.eval()
+    views = collect_views(*pipeline_outputs(pipeline), EvalSettings(num_train_cameras=4, timestep_stride=24))
     surfaces = [model.canonical_surface(c) for c in views.cameras]
     rgb = torch.stack([s[2] for s in surfaces]).permute(0, 3, 1, 2).clamp(0, 1)
     accumulation = torch.stack([s[1] for s in surfaces])
