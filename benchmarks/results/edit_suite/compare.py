@@ -1,7 +1,7 @@
-"""The suite's hair and skin edits at their last step, with the version 4 built-in model against the version 3 kept
-runs: one row per edit, then the mean and worst of each measure and how many meet both targets.
+"""The suite's hair and skin edits at their last step, one set of runs against another (in brackets): one row per
+edit, then the mean and worst of each measure and how many meet both targets.
 
-    python compare.py runs ../edit_suite_v3_2026-12-05/runs
+    python compare.py runs ../edit_suite_v4_jittered_2026-12-06/runs "region without jitter" "region with jitter"
 """
 
 import json
@@ -37,7 +37,7 @@ def measures(s: dict) -> tuple[float, float, float, float, float, float]:
     )
 
 
-def main(new_root: Path, old_root: Path) -> None:
+def main(new_root: Path, old_root: Path, new_label: str, old_label: str) -> None:
     new, old = last_scores(new_root), last_scores(old_root)
     print("| identity | prompt | identity PSNR (dB) | hit | ΔE | region IoU | time / view flicker |")
     print("|---|---|---|---|---|---|---|")
@@ -54,7 +54,7 @@ def main(new_root: Path, old_root: Path) -> None:
             f"| {key[0]} | {key[1]} | {' | '.join(cells)} | "
             f"{n[4]:.4f} / {n[5]:.4f}" + (f" ({o[4]:.4f} / {o[5]:.4f})" if o else "") + " |"
         )
-    for label, pick in (("version 4", 0), ("version 3, the same edits", 1)):
+    for label, pick in ((new_label, 0), (f"{old_label}, the same edits", 1)):
         values = [r[pick] for r in rows if r[pick] is not None]
         if not values:
             continue
@@ -69,4 +69,4 @@ def main(new_root: Path, old_root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:5])

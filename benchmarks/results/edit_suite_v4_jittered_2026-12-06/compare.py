@@ -1,0 +1,72 @@
+"""The suite's hair and skin edits at their last step, with the version 4 built-in model against the version 3 kept
+runs: one row per edit, then the mean and worst of each measure and how many meet both targets.
+
+    python compare.py runs ../edit_suite_v3_2026-12-05/runs
+"""
+
+import json
+import sys
+from pathlib import Path
+
+TARGET_DB, TARGET_HIT = 30.0, 0.90
+STEPS = 300
+"""The preset's edit length: runs not yet scored at their last step are left out."""
+
+
+def last_scores(root: Path) -> dict[tuple[str, str], dict]:
+    """(identity, prompt) -> the scores of the last scored step of each run under ``root``."""
+    found = {}
+    for path in sorted(root.glob("*/avatarstudio-edit-fast/*/suite_scores.json")):
+        steps = json.loads(path.read_text())["steps"]
+        if int(max(steps, key=int)) + 1 < STEPS:
+            continue
+        last = steps[max(steps, key=int)]
+        found[(path.parts[-4], last["prompt"].removeprefix("photo of a person with "))] = last
+    return found
+
+
+def measures(s: dict) -> tuple[float, float, float, float, float, float]:
+    t = s["temporal"]["target"]
+    return (
+        s["identity"]["psnr"],
+        s["fidelity"]["hit_fraction_after"],
+        s["fidelity"]["delta_e_after"],
+        s["region_iou"],
+        t["time_flicker"],
+        t["view_flicker"],
+    )
+
+
+def main(new_root: Path, old_root: Path) -> None:
+    new, old = last_scores(new_root), last_scores(old_root)
+    print("| identity | prompt | identity PSNR (dB) | hit | ΔE | region IoU | time / view flicker |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for key in sorted(new):
+        n = measures(new[key])
+        o = measures(old[key]) if key in old else None
+        rows.append((n, o))
+
+        cells = [
+            f"{n[i]:{fmt}}" + (f" ({o[i]:{fmt}})" if o else "") for i, fmt in enumerate((".2f", ".3f", ".1f", ".2f"))
+        ]
+        print(
+            f"| {key[0]} | {key[1]} | {' | '.join(cells)} | "
+            f"{n[4]:.4f} / {n[5]:.4f}" + (f" ({o[4]:.4f} / {o[5]:.4f})" if o else "") + " |"
+        )
+    for label, pick in (("version 4", 0), ("version 3, the same edits", 1)):
+        values = [r[pick] for r in rows if r[pick] is not None]
+        if not values:
+            continue
+        met = sum(v[0] >= TARGET_DB and v[1] >= TARGET_HIT for v in values)
+        mean = [sum(v[i] for v in values) / len(values) for i in range(4)]
+        print(
+            f"\n{label} ({len(values)} edits): identity mean / worst {mean[0]:.2f} / "
+            f"{min(v[0] for v in values):.2f} dB; "
+            f"hit {mean[1]:.3f} / {min(v[1] for v in values):.3f}; ΔE mean {mean[2]:.1f}; "
+            f"region IoU {mean[3]:.3f} / {min(v[3] for v in values):.3f}; both targets met: {met} of {len(values)}"
+        )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
