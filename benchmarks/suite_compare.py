@@ -1,15 +1,17 @@
-"""The suite's hair and skin edits at their last step, one set of runs against another (in brackets): one row per
-edit, then the mean and worst of each measure and how many meet both targets.
+"""Two sets of suite edits at their last step, one against the other (in brackets): one row per edit, then the mean
+and worst of each measure and how many meet both targets. From a folder of benchmarks/results:
 
-    python compare.py runs ../edit_suite_v4_jittered_2026-12-06/runs "region without jitter" "region with jitter"
+    python ../../suite_compare.py runs ../edit_suite_v4_jittered_2026-12-06/runs "without jitter" "with jitter"
 """
 
 import json
 import sys
 from pathlib import Path
 
-TARGET_DB, TARGET_HIT = 30.0, 0.90
-STEPS = 300
+from avatarstudio_ns.scripts.runs import edit_steps
+from avatarstudio_ns.scripts.suite import TARGETS
+
+STEPS = edit_steps("fast", None)
 """The preset's edit length: runs not yet scored at their last step are left out."""
 
 
@@ -58,7 +60,7 @@ def main(new_root: Path, old_root: Path, new_label: str, old_label: str) -> None
         values = [r[pick] for r in rows if r[pick] is not None]
         if not values:
             continue
-        met = sum(v[0] >= TARGET_DB and v[1] >= TARGET_HIT for v in values)
+        met = sum(v[0] >= TARGETS["psnr"] and v[1] >= TARGETS["hit"] for v in values)
         mean = [sum(v[i] for v in values) / len(values) for i in range(4)]
         print(
             f"\n{label} ({len(values)} edits): identity mean / worst {mean[0]:.2f} / "
