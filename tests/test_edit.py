@@ -362,3 +362,51 @@ def test_the_region_is_fitted_on_the_first_frames_keyframes_and_the_edit_keeps_t
     assert 1 < len(first) < len(keyframes), "the capture gives first-frame and time keyframes"
     assert fitted[0] == pytest.approx([k.time for k in first])
     assert sorted(fitted[1]) == pytest.approx(sorted(k.time for k in keyframes))
+
+
+@pytest.mark.parametrize("consistent", [True, False])
+def test_a_consistent_change_is_the_same_at_every_view_and_moment(recon, consistent):
+    """With ``consistent_change`` the edit moves each canonical point's colour by one amount whatever the view
+    direction and frame code; without it the edited colour MLP sees both, and the change differs between them."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from avatarstudio_ns.edit.model import AvatarEditModelConfig
+
+    _, recon_config = recon
+    _, pipeline, _, _ = eval_setup(recon_config.get_base_dir() / "config.yml", test_mode="inference")
+    recon_model = pipeline.model
+    names = [f.name for f in dataclasses.fields(recon_model.config) if f.init and f.name != "_target"]
+    edit_config = AvatarEditModelConfig(**{name: getattr(recon_model.config, name) for name in names})
+    edit_config.consistent_change = consistent
+    model = edit_config.setup(
+        scene_box=recon_model.scene_box,
+        num_train_data=recon_model.num_train_data,
+        metadata=recon_model.kwargs["metadata"],
+    )
+    model.load_state_dict(recon_model.state_dict())
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    box = model.scene_box.aabb
+    canonical = box[0] + (box[1] - box[0]) * (0.3 + 0.4 * torch.rand(50, 4, 3, generator=generator))
+    code_dim = model.appearance.code_dim
+
+    def change(directions, codes):
+        with torch.no_grad():
+            _, geo_features = model.appearance.get_canonical_density(canonical)
+            outputs = model.sample_colours(canonical, geo_features, directions, codes)
+        rgb = outputs["rgb"]
+        # Where the edited colour is clamped to [0, 1] it cannot move by the whole change.
+        return torch.where((rgb > 1e-4) & (rgb < 1 - 1e-4), rgb - outputs["rgb_original"], torch.nan)
+
+    def draw():
+        directions = torch.nn.functional.normalize(torch.randn(50, 4, 3, generator=generator), dim=-1)
+        return directions, torch.randn(50, 1, code_dim, generator=generator)
+
+    first, second = draw(), draw()
+    assert change(*first).nan_to_num().abs().max() < 1e-6  # before any step the edit is the recon
+    with torch.no_grad():  # an edit: the colour MLP moved
+        for parameter in model.appearance.mlp_head.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    assert change(*first).nan_to_num().abs().max() > 1e-3
+    difference = (change(*first) - change(*second)).nan_to_num().abs().max()
+    assert (difference < 1e-6) if consistent else (difference > 1e-3)

@@ -136,6 +136,12 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
         S.run_suite(S.SuiteConfig(**{**config.__dict__, "settings": other_views}))
     with pytest.raises(ValueError, match="other settings"):  # runs are never reused under other settings
         S.run_suite(S.SuiteConfig(**{**config.__dict__, "edit_steps": 4}))
+    # Nor after a change of what an edit does that its settings do not show (a fixed defect).
+    behaviour = S.EDIT_BEHAVIOUR
+    monkeypatch.setattr(S, "EDIT_BEHAVIOUR", behaviour + 1)
+    with pytest.raises(ValueError, match="edit_behaviour"):
+        S.run_suite(config)
+    monkeypatch.setattr(S, "EDIT_BEHAVIOUR", behaviour)
 
     # Only the scores kept (the suite's JSON files, e.g. from a repository): nothing is trained or measured again.
     for checkpoint in checkpoints:
@@ -158,7 +164,7 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
 def test_the_kept_suite_results_were_made_with_todays_settings():
     """benchmarks/results/edit_suite carries finished edits' scores to the next machine; they are reused only while
     their recorded settings digest matches, so a change that alters it (a renamed option included) would silently
-    throw away hours of runs. A change of what an edit does must move those results aside."""
+    throw away hours of runs. A change of what an edit does must raise EDIT_BEHAVIOUR and move those results aside."""
     kept = S.Path(__file__).parents[1] / "benchmarks" / "results" / "edit_suite"
     config = S.SuiteConfig()
     shipped = S.base_model_weights(config.base_model)
@@ -177,6 +183,8 @@ def test_the_kept_suite_results_were_made_with_todays_settings():
         assert S.settings_digest(trainer, recorded["steps"]) == recorded["edit_settings"], record
         # Made with the shipped built-in model: scores of another version's edits are not today's.
         assert recorded["base_weights"] == shipped, record
+        # Made by today's edit: scores of edits made before a change of what an edit does are not today's.
+        assert recorded.get("edit_behaviour") == S.EDIT_BEHAVIOUR, record
 
 
 def test_edit_args_change_the_preset_of_every_edit(tmp_path):

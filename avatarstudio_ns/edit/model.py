@@ -41,6 +41,11 @@ class AvatarEditModelConfig(AvatarReconModelConfig):
     """Hold renders to the capture only outside the edit region (weighted by one minus the rendered region), so the
     identity loss never holds back what the prompt asks for, whatever the prompt targets: one weight serves hair,
     skin and whole-head prompts. Off: everywhere (a skin edit then barely moves; docs/edit_settings.md)."""
+    consistent_change: bool = False
+    """Change each canonical point's colour by one amount at every view and moment: the edited colour is the recon's
+    plus the change the edit makes at a reference view and moment (the point seen head-on from outside the head at the
+    first frame, where the region's keyframes are). Off: the edited colour MLP sees each sample's view direction and
+    frame code as the recon's does, so it can give each keyframe a colour of its own."""
     region_resolution: int = 32
     """Voxels per side of the canonical grid that holds the edit region (``--pipeline.region`` finds it)."""
     keyframe_geometry_cache_mb: float = 1024.0
@@ -146,25 +151,48 @@ class AvatarEditModel(AvatarReconModel):
         codes: Float[Tensor, "*bs 1 code_dim"] | None,
     ) -> dict[str, Tensor]:
         """The edited colour inside the edit region, the recon's outside; also the region (``edit_region``)."""
-        outputs = super().sample_colours(canonical, geo_features, directions, codes)
         fitted = bool(self.edit_region.fitted)
-        if not fitted and self.training:
-            return outputs
+        if not fitted and self.training and not self.config.consistent_change:
+            return super().sample_colours(canonical, geo_features, directions, codes)
         with torch.no_grad():
             # The recon's colour read geo_features, unless the edit trains the density grid ("all").
             features = geo_features
             if self.original_base is not None:
                 features = self.appearance.get_colour_features(canonical, geo_features, grid=self.original_base)
             original = self.appearance.get_canonical_rgb(features, directions, codes, head=self.original_head)
-        if fitted:
-            region = self.edit_region(canonical)
-            outputs["rgb"] = original + region * (outputs["rgb"] - original)
+        outputs: dict[str, Tensor] = {}
+        region = self.edit_region(canonical) if fitted else None
+        if self.config.consistent_change:
+            reference_directions, reference_codes = self.reference_view(canonical)
+            with torch.no_grad():
+                before = self.appearance.get_canonical_rgb(
+                    features, reference_directions, reference_codes, head=self.original_head
+                )
+            colour_features = self.appearance.get_colour_features(canonical, geo_features)
+            change = self.appearance.get_canonical_rgb(colour_features, reference_directions, reference_codes) - before
+            outputs["rgb"] = (original + (change if region is None else region * change)).clamp(0.0, 1.0)
+        else:
+            edited = super().sample_colours(canonical, geo_features, directions, codes)["rgb"]
+            outputs["rgb"] = edited if region is None else original + region * (edited - original)
+        if region is not None:
             outputs["edit_region"] = region
         if not self.training:
             # The recon's appearance as a render output: the viewer's Output type and Split Screen compare it with the
             # edit at any view and moment; ns-render can write it.
             outputs["rgb_original"] = original
         return outputs
+
+    def reference_view(
+        self, canonical: Float[Tensor, "*bs num_samples 3"]
+    ) -> tuple[Float[Tensor, "*bs num_samples 3"], Float[Tensor, "1 code_dim"] | None]:
+        """The view and moment at which :attr:`AvatarEditModelConfig.consistent_change` reads the edit's change: each
+        canonical point seen head-on from outside the head (along the line from the scene box's centre through it,
+        a direction some camera of a rig round the head sees it from) at the first frame."""
+        centre = self.scene_box.aabb.to(canonical).mean(dim=0)
+        directions = torch.nn.functional.normalize(centre - canonical, dim=-1)
+        if self.appearance.code_dim == 0:
+            return directions, None
+        return directions, self.frame_codes(torch.zeros(1, 1, device=canonical.device)).detach()
 
     @torch.no_grad()
     def canonical_surface(self, camera: Cameras) -> tuple[Float[Tensor, "h w 3"], Float[Tensor, "h w"], Tensor]:

@@ -37,6 +37,7 @@ from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, PromptSet, load_
 from avatarstudio_ns.eval.renders import orbit_path, render_rgb, write_video
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidanceConfig
 from avatarstudio_ns.scripts.runs import (
+    EDIT_BEHAVIOUR,
     base_model_weights,
     check_settings,
     edit_run_config,
@@ -308,6 +309,7 @@ def _check_run_settings(run: Path, config: AblationConfig, trainer, steps: int, 
     preset included: ``edit_settings`` is a digest of the run's whole edit config)."""
     settings = {
         "edit_settings": settings_digest(trainer, steps),
+        "edit_behaviour": EDIT_BEHAVIOUR,
         "preset": config.preset,
         "base_model": config.base_model,
         "base_weights": base_weights,

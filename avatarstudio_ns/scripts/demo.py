@@ -35,6 +35,7 @@ from avatarstudio_ns.eval.evaluate import (
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET
 from avatarstudio_ns.eval.renders import image_grid, orbit_path, render_rgb, side_by_side, write_video
 from avatarstudio_ns.scripts.runs import (
+    EDIT_BEHAVIOUR,
     base_model_weights,
     check_settings,
     edit_steps,
@@ -225,9 +226,10 @@ def run_demo(config: DemoConfig) -> dict:
         train_run(recon, capture, root, config.recon_steps, load_dir=None)
 
     CONSOLE.rule("3/4 personalisation + VT-SDS edit (avatarstudio-edit-fast)")
-    # One run per prompt, edit settings and base model weights: another prompt, a changed preset or a new version of
-    # the built-in model never reuses an old edit.
-    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", f"demo-{settings_digest(edit, steps)}-{base_weights}")
+    # One run per prompt, edit settings, edit behaviour and base model weights: another prompt, a changed preset, a
+    # changed edit or a new version of the built-in model never reuses an old edit.
+    name = f"demo-{settings_digest(edit, steps)}-b{EDIT_BEHAVIOUR}-{base_weights}"
+    edit_run = run_dir(root, "avatar", "avatarstudio-edit-fast", name)
     if finished(edit_run, steps):
         CONSOLE.print(f"Reusing the edit in {edit_run}")
     else:

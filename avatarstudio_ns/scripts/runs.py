@@ -30,6 +30,16 @@ def run_dir(root: Path, experiment: str, method: str, name: str) -> Path:
     return Path(root) / "runs" / experiment / method / name
 
 
+EDIT_BEHAVIOUR = 2
+"""Version of what an edit does beyond its settings, recorded with every edit run the suite, the ablation and the demo
+keep (a run recorded with another version is not reused as today's).
+
+Raise it with any change of the code that alters an edit's result without changing its config, so the settings digest
+cannot see it (a fixed defect, a changed rule). 1: until 2026-12-06; 2: the edit region fitted on keyframe renders
+without sample jitter (``AvatarEditModel.canonical_surface``).
+"""
+
+
 def settings_digest(config: TrainerConfig, steps: int) -> str:
     """A short digest of what decides a run's result: its pipeline and optimiser settings and its length.
 

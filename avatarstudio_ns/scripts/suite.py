@@ -40,6 +40,7 @@ from avatarstudio_ns.eval.evaluate import (
 from avatarstudio_ns.eval.prompt_set import DEFAULT_PROMPT_SET, EditPrompt, PromptSet, load_prompt_set
 from avatarstudio_ns.scripts.ablate import METHODS, TABLE_MEASURES, Method, methods_by_name, slug
 from avatarstudio_ns.scripts.runs import (
+    EDIT_BEHAVIOUR,
     base_model_weights,
     check_settings,
     checkpoint_steps,
@@ -409,6 +410,7 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
                 run = edit_run(root, name, prompt.prompt, trainer, method)
                 record = {
                     "edit_settings": settings_digest(trainer, steps),
+                    "edit_behaviour": EDIT_BEHAVIOUR,
                     "base_model": config.base_model,
                     "base_weights": base_weights,
                     "steps": steps,
