@@ -77,9 +77,9 @@ avatarstudio_edit_fast = MethodSpecification(
             # what the shared colour MLP would tint there), so the inside is free whatever the prompt targets
             # (docs/edit_settings.md).
             # The edit's change read at one view and moment per canonical point (consistent_change): against the colour
-            # MLP's own view direction and frame code, the suite's bob and long-haired identity (8 hair and skin
-            # edits, seed 0) flickered 15 % less over time (0.0310 -> 0.0259 on average, less on 8 of 8) and 18 %
-            # less over views (0.0373 -> 0.0306, 7 of 8), hit and identity within seed noise (docs/edit_settings.md,
+            # MLP's own view direction and frame code, the suite's 13 hair and skin edits (seed 0) flickered 15 % less
+            # over time (0.0280 -> 0.0238 on average, less on 12 of 13) and 17 % less over views (0.0333 -> 0.0278, 11
+            # of 13), hit and identity within a seed's noise, both targets met by 12 of 13 (11) (docs/edit_settings.md,
             # "One change per point, whatever the view and moment").
             model=AvatarEditModelConfig(identity_loss_mult=1000.0, consistent_change=True),
             # The paper's K = 600: at t <= K the base model guides alone. With K = 0 (this preset until 2026-12-05) the
