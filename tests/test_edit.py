@@ -50,6 +50,26 @@ def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
     )
 
 
+def _edit_model_from_recon(recon, **settings):
+    """The recon's pipeline as ns-eval loads it, and an edit model built with the recon's model settings and
+    ``settings`` (not yet loaded with its weights)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from avatarstudio_ns.edit.model import AvatarEditModelConfig
+
+    _, recon_config = recon
+    _, pipeline, _, _ = eval_setup(recon_config.get_base_dir() / "config.yml", test_mode="inference")
+    recon_model = pipeline.model
+    names = [f.name for f in dataclasses.fields(recon_model.config) if f.init and f.name != "_target"]
+    edit_config = AvatarEditModelConfig(**{name: getattr(recon_model.config, name) for name in names}, **settings)
+    edit_model = edit_config.setup(
+        scene_box=recon_model.scene_box,
+        num_train_data=recon_model.num_train_data,
+        metadata=recon_model.kwargs["metadata"],
+    )
+    return pipeline, edit_model
+
+
 @pytest.mark.parametrize(
     "trainable, trained",
     [
@@ -60,21 +80,9 @@ def test_edit_trains_only_the_appearance_and_keeps_the_geometry(recon, edited):
 )
 def test_a_recon_loads_into_the_edit_model_with_identical_renders(recon, trainable, trained):
     """Before any step, the edit model renders exactly what the recon renders, and trains what ``trainable`` says."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    from avatarstudio_ns.edit.model import AvatarEditModelConfig
-
     _, recon_config = recon
-    _, pipeline, _, _ = eval_setup(recon_config.get_base_dir() / "config.yml", test_mode="inference")
+    pipeline, edit_model = _edit_model_from_recon(recon, trainable=trainable)
     recon_model = pipeline.model
-    names = [f.name for f in dataclasses.fields(recon_model.config) if f.init and f.name != "_target"]
-    edit_config = AvatarEditModelConfig(**{name: getattr(recon_model.config, name) for name in names})
-    edit_config.trainable = trainable
-    edit_model = edit_config.setup(
-        scene_box=recon_model.scene_box,
-        num_train_data=recon_model.num_train_data,
-        metadata=recon_model.kwargs["metadata"],
-    )
     # eval_setup loaded the recon's last checkpoint; the edit samples as the recon did at that step.
     checkpoint = find_checkpoint(recon_config.get_base_dir() / "nerfstudio_models")
     edit_model.start_from_recon_step(torch.load(checkpoint, weights_only=True)["step"])
@@ -368,21 +376,8 @@ def test_the_region_is_fitted_on_the_first_frames_keyframes_and_the_edit_keeps_t
 def test_a_consistent_change_is_the_same_at_every_view_and_moment(recon, consistent):
     """With ``consistent_change`` the edit moves each canonical point's colour by one amount whatever the view
     direction and frame code; without it the edited colour MLP sees both, and the change differs between them."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    from avatarstudio_ns.edit.model import AvatarEditModelConfig
-
-    _, recon_config = recon
-    _, pipeline, _, _ = eval_setup(recon_config.get_base_dir() / "config.yml", test_mode="inference")
+    pipeline, model = _edit_model_from_recon(recon, consistent_change=consistent)
     recon_model = pipeline.model
-    names = [f.name for f in dataclasses.fields(recon_model.config) if f.init and f.name != "_target"]
-    edit_config = AvatarEditModelConfig(**{name: getattr(recon_model.config, name) for name in names})
-    edit_config.consistent_change = consistent
-    model = edit_config.setup(
-        scene_box=recon_model.scene_box,
-        num_train_data=recon_model.num_train_data,
-        metadata=recon_model.kwargs["metadata"],
-    )
     model.load_state_dict(recon_model.state_dict())
     model.eval()
     generator = torch.Generator().manual_seed(0)
