@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from avatarstudio_ns.scripts.runs import edit_steps
-from avatarstudio_ns.scripts.suite import TARGETS
+from avatarstudio_ns.scripts.suite import meets_targets
 
 STEPS = edit_steps("fast", None)
 """The preset's edit length: runs not yet scored at their last step are left out."""
@@ -48,7 +48,6 @@ def main(new_root: Path, old_root: Path, new_label: str, old_label: str) -> None
         n = measures(new[key])
         o = measures(old[key]) if key in old else None
         rows.append((n, o))
-
         cells = [
             f"{n[i]:{fmt}}" + (f" ({o[i]:{fmt}})" if o else "") for i, fmt in enumerate((".2f", ".3f", ".1f", ".2f"))
         ]
@@ -60,7 +59,7 @@ def main(new_root: Path, old_root: Path, new_label: str, old_label: str) -> None
         values = [r[pick] for r in rows if r[pick] is not None]
         if not values:
             continue
-        met = sum(v[0] >= TARGETS["psnr"] and v[1] >= TARGETS["hit"] for v in values)
+        met = sum(meets_targets({"psnr": v[0], "hit": v[1]}) for v in values)
         mean = [sum(v[i] for v in values) / len(values) for i in range(4)]
         print(
             f"\n{label} ({len(values)} edits): identity mean / worst {mean[0]:.2f} / "

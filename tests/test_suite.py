@@ -137,11 +137,9 @@ def test_suite_makes_avatars_edits_them_scores_every_checkpoint_and_reuses_every
     with pytest.raises(ValueError, match="other settings"):  # runs are never reused under other settings
         S.run_suite(S.SuiteConfig(**{**config.__dict__, "edit_steps": 4}))
     # Nor after a change of what an edit does that its settings do not show (a fixed defect).
-    behaviour = S.EDIT_BEHAVIOUR
-    monkeypatch.setattr(S, "EDIT_BEHAVIOUR", behaviour + 1)
-    with pytest.raises(ValueError, match="edit_behaviour"):
+    with monkeypatch.context() as patch, pytest.raises(ValueError, match="edit_behaviour"):
+        patch.setattr(S, "EDIT_BEHAVIOUR", S.EDIT_BEHAVIOUR + 1)
         S.run_suite(config)
-    monkeypatch.setattr(S, "EDIT_BEHAVIOUR", behaviour)
 
     # Only the scores kept (the suite's JSON files, e.g. from a repository): nothing is trained or measured again.
     for checkpoint in checkpoints:
