@@ -60,12 +60,13 @@ def main(new_root: Path, old_root: Path, new_label: str, old_label: str) -> None
         if not values:
             continue
         met = sum(meets_targets({"psnr": v[0], "hit": v[1]}) for v in values)
-        mean = [sum(v[i] for v in values) / len(values) for i in range(4)]
+        mean = [sum(v[i] for v in values) / len(values) for i in range(6)]
         print(
             f"\n{label} ({len(values)} edits): identity mean / worst {mean[0]:.2f} / "
             f"{min(v[0] for v in values):.2f} dB; "
             f"hit {mean[1]:.3f} / {min(v[1] for v in values):.3f}; ΔE mean {mean[2]:.1f}; "
-            f"region IoU {mean[3]:.3f} / {min(v[3] for v in values):.3f}; both targets met: {met} of {len(values)}"
+            f"region IoU {mean[3]:.3f} / {min(v[3] for v in values):.3f}; "
+            f"time / view flicker mean {mean[4]:.4f} / {mean[5]:.4f}; both targets met: {met} of {len(values)}"
         )
 
 
