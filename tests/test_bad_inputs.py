@@ -21,7 +21,7 @@ from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
 from avatarstudio_ns.data.keyframes import Keyframe, KeyframeSelectionConfig, select_keyframes
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
 from avatarstudio_ns.edit.trainer import EditTrainer, check_same_capture, read_avatar_run_config
-from avatarstudio_ns.guidance.loading import DiffusionModelNotFound, load_diffusion
+from avatarstudio_ns.guidance.loading import DiffusionModelNotFound, load_diffusion, warn_if_unknown_words
 from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
 from avatarstudio_ns.recon.trainer import AvatarTrainer
 from avatarstudio_ns.scripts.demo import DemoConfig, run_demo
@@ -255,6 +255,26 @@ def test_a_prompt_longer_than_the_text_encoder_reads_warns_what_it_keeps_and_dro
     )
     # What the warning says is kept is what is encoded.
     assert torch.equal(long, base.embed(" ".join([phrase] * 9 + ["a photo of"])))
+
+
+def test_prompt_words_the_builtin_model_never_read_are_named(tiny_model, caplog):
+    builtin = load_diffusion("builtin")
+    with caplog.at_level(logging.WARNING, logger="avatarstudio_ns.guidance.loading"):
+        assert warn_if_unknown_words(builtin, "Photo of a person with long blue hair, dark skin and green eyes.") == []
+        assert not caplog.records
+        assert warn_if_unknown_words(builtin, "photo of an old person, the Joker, old") == ["an", "old", "the", "joker"]
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        f"The base model {builtin.source} was trained only on captions that never use 'an', 'old', 'the', 'joker', "
+        "so it will not follow them. It knows these words: a and black blonde blue bob brown dark eyebrows eyes "
+        "green grey hair hazel in light lips long medium natural of pale person photo pink purple red short skin tan "
+        "white with. Reword the prompt with them, or pass a Stable Diffusion model with --base-model."
+    )
+    # A model that does not record its captions' words (Stable Diffusion's layout alone) is not checked.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="avatarstudio_ns.guidance.loading"):
+        assert warn_if_unknown_words(load_diffusion(str(tiny_model)), "photo of an old person") == []
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("damage", ["no unet/", "truncated unet weights"])

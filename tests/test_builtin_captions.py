@@ -16,6 +16,7 @@ from avatarstudio_ns.builtin.head_images import (
     HeadDatasetConfig,
     attribute_values,
     build_dataset,
+    caption_vocabulary,
     check_pairs,
     describe,
     is_heldout,
@@ -25,6 +26,7 @@ from avatarstudio_ns.builtin.head_images import (
 from avatarstudio_ns.builtin.sample_accuracy import SEEN_PROMPTS, prompt_targets
 from avatarstudio_ns.data import labels as L
 from avatarstudio_ns.data.synth import HeadAttributes
+from avatarstudio_ns.guidance.loading import prompt_words
 
 
 def test_describe_names_exactly_what_it_is_given():
@@ -127,3 +129,11 @@ def test_dataset_stores_labels_brows_and_refuses_other_settings(tmp_path):
     (old / "shard_0000.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="older format"):
         build_dataset(cfg, old)
+
+
+def test_the_caption_vocabulary_is_every_word_the_training_captions_use():
+    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    cfg = HeadDatasetConfig()
+    captions = [training_caption(attribute_values(sample_identity(cfg, rng)), generator) for _ in range(3000)]
+    used = {word for caption in captions for word in prompt_words(caption)}
+    assert used == set(caption_vocabulary())

@@ -42,6 +42,7 @@ from avatarstudio_ns.data.synth import (
     sample_attributes,
 )
 from avatarstudio_ns.data.synth.rig import LOOK_AT, look_at
+from avatarstudio_ns.guidance.loading import prompt_words
 
 TABLES: dict[str, tuple[str, ...]] = {
     "hair": tuple(HAIR_COLORS),
@@ -399,6 +400,16 @@ def describe(values: Mapping[str, str]) -> str:
             noun = {"skin": "skin", "eyes": "eyes", "brows": "eyebrows", "lips": "lips"}[key]
             phrases.append(f"{values[key]} {noun}")
     return caption_of(phrases)
+
+
+def caption_vocabulary() -> tuple[str, ...]:
+    """Every word a training caption can use (``describe`` of any attribute values), in order of first use.
+
+    Recorded in the model folder's ``training.json``, so that prompts can be checked against what the model read.
+    """
+    captions = [describe({key: value}) for key, values in TABLES.items() for value in values]
+    captions.append(describe({"hair": TABLES["hair"][0], "skin": TABLES["skin"][0]}))  # joins phrases with "and"
+    return tuple(dict.fromkeys(word for caption in captions for word in prompt_words(caption)))
 
 
 @dataclass

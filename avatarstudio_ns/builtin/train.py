@@ -22,7 +22,7 @@ from transformers import CLIPTokenizer
 
 from avatarstudio_ns.atomic import atomic_write_folder, atomic_write_text
 from avatarstudio_ns.builtin.char_tokenizer import BOS_TOKEN, DEFAULT_WORDS, EOS_TOKEN, build_vocab, write_tokenizer
-from avatarstudio_ns.builtin.head_images import HeadDatasetConfig, HeadImages, build_dataset
+from avatarstudio_ns.builtin.head_images import HeadDatasetConfig, HeadImages, build_dataset, caption_vocabulary
 from avatarstudio_ns.builtin.sitting import Sitting, SittingOver
 from avatarstudio_ns.builtin.small_model import (
     SmallModelConfig,
@@ -417,6 +417,8 @@ def _train_builtin(
         "vae_steps": cfg.vae.steps,
         "latent_scaling_factor": latents["scaling_factor"],
         "heldout_pairs": [list(p) for p in cfg.data.heldout_pairs],
+        # What prompts may say to this model (the loader warns about other words).
+        "caption_words": list(caption_vocabulary()),
         "machine": record["machine"],
         # Where and how long each invocation trained; this one is the last, still running while exporting.
         "sittings": [*read_sittings(work), {**record, "minutes": (time.monotonic() - t0) / 60.0}],

@@ -27,7 +27,7 @@ from avatarstudio_ns.data.keyframes import (
 from avatarstudio_ns.edit.model import AvatarEditModel, AvatarEditModelConfig
 from avatarstudio_ns.edit.region import EditRegionConfig, fit_edit_region, region_keyframes
 from avatarstudio_ns.guidance.dataset_update import DatasetUpdateGuidance, DatasetUpdateGuidanceConfig
-from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion
+from avatarstudio_ns.guidance.loading import DiffusionModel, load_diffusion, warn_if_unknown_words
 from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
 from avatarstudio_ns.guidance.personalization.personalized_model import load_personalization
 from avatarstudio_ns.guidance.vtsds import VTSDSGuidance, VTSDSGuidanceConfig
@@ -107,6 +107,7 @@ class AvatarEditPipeline(VanillaPipeline):
         config = dataclasses.replace(self.config.guidance, prompt=self.model.config.prompt)
         dtype = None if config.dtype == "auto" else config.dtype
         base = load_diffusion(config.base_model, self.device, dtype=dtype, vae_fp32=config.vae_fp32)
+        warn_if_unknown_words(base, config.prompt)
         if self.config.region.enabled and not bool(self.model.edit_region.fitted):
             # Before the guidance is built: it may release the text encoder the region's prompts need.
             cameras = [datamanager.keyframe_camera(i) for i in region_keyframes(keyframes, self.config.region)]

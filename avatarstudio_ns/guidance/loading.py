@@ -7,6 +7,7 @@ to pass instead, rather than hanging on the network or raising from deep inside 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -86,6 +87,10 @@ class DiffusionModel:
     """Device of every module."""
     dtype: torch.dtype = torch.float32
     """Compute dtype of the UNet and text encoder."""
+    caption_words: frozenset[str] | None = None
+    """Every word of the captions the model was trained on, where its folder records them (``caption_words`` in
+    ``training.json``, written by ``avatarstudio train-builtin``); None when unknown (Stable Diffusion's captions
+    are the web's)."""
     text_cache: TextEmbeddingCache = field(init=False)
     """Prompt embeddings, computed once."""
 
@@ -190,6 +195,46 @@ def warn_if_truncated(tokenizer: CLIPTokenizer, prompt: str) -> None:
     )
 
 
+def prompt_words(prompt: str) -> list[str]:
+    """The words of a prompt, lower case, without punctuation."""
+    return re.findall(r"[a-z]+", prompt.lower())
+
+
+def warn_if_unknown_words(model: DiffusionModel, prompt: str) -> list[str]:
+    """Logs a warning naming the prompt's words that the model's training captions never used, and returns them.
+
+    A model trained on a closed vocabulary (the built-in one) cannot follow such words: "photo of an old person"
+    asks the built-in model for nothing it knows, and an edit with it would quietly change little. Models that do
+    not record their captions' words (Stable Diffusion) are not checked.
+    """
+    if model.caption_words is None:
+        return []
+    unknown = list(dict.fromkeys(word for word in prompt_words(prompt) if word not in model.caption_words))
+    if unknown:
+        logger.warning(
+            "The base model %s was trained only on captions that never use %s, so it will not follow %s. It knows "
+            "these words: %s. Reword the prompt with them, or pass a Stable Diffusion model with --base-model.",
+            model.source,
+            ", ".join(repr(word) for word in unknown),
+            "it" if len(unknown) == 1 else "them",
+            " ".join(sorted(model.caption_words)),
+        )
+    return unknown
+
+
+def _caption_words(folder: Path) -> frozenset[str] | None:
+    """The caption vocabulary a model folder's ``training.json`` records, or None."""
+    path = folder / "training.json"
+    if not path.is_file():
+        return None
+    try:
+        words = json.loads(path.read_text()).get("caption_words")
+    except (OSError, ValueError, AttributeError):
+        logger.warning("Ignoring %s: it is not a readable JSON object.", path)
+        return None
+    return frozenset(words) if isinstance(words, list) else None
+
+
 def _unreadable_weights(folder: Path) -> tuple[Path, Exception] | None:
     """The first weight file of a diffusers folder whose safetensors header cannot be read (a truncated download or
     copy), with the reason, or None. Only headers are read: this is quick on multi-gigabyte files."""
@@ -282,6 +327,7 @@ def load_diffusion(
                 f"local diffusers folder or a Hugging Face id (default {DEFAULT_BASE_MODEL!r}) instead."
             )
         components, source = _load_components(str(folder), True, dtype, vae_dtype), str(folder)
+        words = _caption_words(folder)
     elif Path(model).expanduser().exists():
         folder = Path(model).expanduser()
         missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
@@ -298,11 +344,13 @@ def load_diffusion(
             )
         try:
             components, source = _load_components(str(folder), True, dtype, vae_dtype), str(folder.resolve())
+            words = _caption_words(folder)
         except (OSError, ValueError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise DiffusionModelNotFound(f"{folder} cannot be loaded ({reason}). {_HINT}") from error
     elif _HUB_ID.match(model) and not model.startswith((".", "~")):
         components, source = _load_from_hub(model, dtype, vae_dtype), model
+        words = None
     else:
         raise DiffusionModelNotFound(f"Diffusion model folder {model!r} does not exist. {_HINT}")
 
@@ -321,4 +369,5 @@ def load_diffusion(
         source=source,
         device=device,
         dtype=dtype,
+        caption_words=words,
     )
