@@ -25,6 +25,7 @@ from avatarstudio_ns.guidance.loading import DiffusionModelNotFound, load_diffus
 from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
 from avatarstudio_ns.recon.trainer import AvatarTrainer
 from avatarstudio_ns.scripts.demo import DemoConfig, run_demo
+from avatarstudio_ns.scripts.runs import base_model_weights
 from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
 from method_configs.recon import avatarstudio_recon, avatarstudio_recon_cpu
 
@@ -270,6 +271,12 @@ def test_prompt_words_the_builtin_model_never_read_are_named(tiny_model, caplog)
         "green grey hair hazel in light lips long medium natural of pale person photo pink purple red short skin tan "
         "white with. Reword the prompt with them, or pass a Stable Diffusion model with --base-model."
     )
+    # The demo, the suite and the ablation check their prompts when they load the base model, before any run.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="avatarstudio_ns.guidance.loading"):
+        base_model_weights("builtin", ["photo of a person with blue hair", "photo of an old person"])
+    (record,) = caplog.records
+    assert "never use 'an', 'old', so it will not follow them" in record.getMessage()
     # A model that does not record its captions' words (Stable Diffusion's layout alone) is not checked.
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="avatarstudio_ns.guidance.loading"):

@@ -331,7 +331,8 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"{checkpoints}: no checkpoint; finish the recon first.")
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    base_weights = base_model_weights(config.base_model)  # fails now, not after the first hour of runs
+    # Fails (or warns of prompt words the model never read) now, not after the first hour of runs.
+    base_weights = base_model_weights(config.base_model, [prompt.prompt for prompt in prompt_set.prompts])
     steps = edit_steps(config.preset, config.steps)
 
     runs: dict[str, dict[str, Path]] = {}

@@ -131,6 +131,11 @@ def check_demo_folder(root: Path) -> None:
         )
 
 
+def demo_prompt(config: DemoConfig) -> str:
+    """The prompt the demo edits with: ``--prompt``, or the fast edit preset's."""
+    return config.prompt or avatarstudio_edit_fast.config.pipeline.model.prompt
+
+
 def demo_edit_config(config: DemoConfig, root: Path, base_weights: str) -> tuple[TrainerConfig, int]:
     """The fast edit preset with the demo's prompt, base model and personalisation folder, and the edit's length; the
     preset is the single source of whatever the demo leaves unset (None).
@@ -142,7 +147,7 @@ def demo_edit_config(config: DemoConfig, root: Path, base_weights: str) -> tuple
     """
     edit = copy.deepcopy(avatarstudio_edit_fast.config)
     edit.machine.seed = config.seed
-    edit.pipeline.model.prompt = config.prompt or edit.pipeline.model.prompt
+    edit.pipeline.model.prompt = demo_prompt(config)
     edit.pipeline.guidance.base_model = config.base_model
     # One personalisation folder per base model's weights: another model's would be refused (the built-in model's
     # name stays the same when a new version ships).
@@ -185,8 +190,8 @@ def run_demo(config: DemoConfig) -> dict:
     check_demo_folder(root)
     root.mkdir(parents=True, exist_ok=True)
     check_avatar_settings(root, config)
-    # Fails before hours of work if the diffusion model cannot be loaded.
-    base_weights = base_model_weights(config.base_model)
+    # Fails before hours of work if the diffusion model cannot be loaded, and warns of words it would not follow.
+    base_weights = base_model_weights(config.base_model, [demo_prompt(config)])
     edit, steps = demo_edit_config(config, root, base_weights)
     text = edit.pipeline.model.prompt
     try:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +21,7 @@ import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
 from avatarstudio_ns.atomic import atomic_write_text
-from avatarstudio_ns.guidance.loading import load_diffusion
+from avatarstudio_ns.guidance.loading import load_diffusion, warn_if_unknown_words
 from avatarstudio_ns.guidance.personalization.finetune import weights_fingerprint
 from method_configs.edit import avatarstudio_edit, avatarstudio_edit_fast
 
@@ -61,14 +62,18 @@ def settings_digest(config: TrainerConfig, steps: int) -> str:
     return hashlib.sha1(settings.encode()).hexdigest()[:10]
 
 
-def base_model_weights(base_model: str) -> str:
+def base_model_weights(base_model: str, prompts: Sequence[str] = ()) -> str:
     """Loads the base diffusion model and returns a short hash of its weights.
 
-    Loading first makes a missing model fail before hours of runs. The hash goes into the record of every edit run
-    next to the model's name, because the name does not say which weights: ``builtin`` names whatever model the
-    installed version ships, and a local folder can be replaced. A run made with other weights is then not reused.
+    Loading first makes a missing model fail, and ``prompts`` with words the model never read warn, before hours of
+    runs. The hash goes into the record of every edit run next to the model's name, because the name does not say
+    which weights: ``builtin`` names whatever model the installed version ships, and a local folder can be replaced.
+    A run made with other weights is then not reused.
     """
-    return weights_fingerprint(load_diffusion(base_model, "cpu"))[:12]
+    base = load_diffusion(base_model, "cpu")
+    for prompt in prompts:
+        warn_if_unknown_words(base, prompt)
+    return weights_fingerprint(base)[:12]
 
 
 def check_settings(record: Path, settings: dict, folder: Path) -> bool:

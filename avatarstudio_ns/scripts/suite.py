@@ -396,7 +396,8 @@ def run_suite(config: SuiteConfig) -> dict[str, Any]:
     steps = edit_steps(config.preset, config.edit_steps)
     root = config.output.expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    base_weights = base_model_weights(config.base_model)  # fails now, not after the first hour of runs
+    # Fails (or warns of prompt words the model never read) now, not after the first hour of runs.
+    base_weights = base_model_weights(config.base_model, [prompt.prompt for prompt in prompt_set.prompts])
 
     methods = methods_by_name(config.methods)
     avatars = {name: make_avatar(SUITE_IDENTITIES[name], config, root) for name in config.identities}
