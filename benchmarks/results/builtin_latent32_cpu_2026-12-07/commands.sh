@@ -5,7 +5,9 @@
 # The development CPU (2 cores, no GPU lent). Run from anywhere; paths are the repository's.
 #   bash commands.sh cost                 # step times of the shipped sizes and of two 32x32 candidates
 #   bash commands.sh train MINUTES [N]    # one sitting of MINUTES on N torch threads (default 1); run it again to
-#                                         # continue where the last sitting stopped (outputs/latent32/work)
+#                                         # continue where the last sitting stopped (outputs/latent32/work); the
+#                                         # evaluation at its end judges 16 samples per prompt, as version 4's were
+#   bash commands.sh edits                # the demo avatar's green eyes and red lips with the finished model
 cd "$(git rev-parse --show-toplevel)"
 here=benchmarks/results/builtin_latent32_cpu_2026-12-07
 latent32="--model.vae-channels 16 32 --model.unet-channels 16 32 64 128 128
@@ -22,5 +24,10 @@ case $1 in
     export OMP_NUM_THREADS=${3:-1}
     avatarstudio train-builtin --work-dir outputs/latent32/work --output-dir outputs/latent32/model $latent32 \
       --unet.steps 3000 --unet.lr-schedule cosine --evaluation.grid-path outputs/latent32/samples.jpg \
-      --threads "${3:-1}" --sitting-minutes "$2" ;;
+      --evaluation.samples-per-prompt 16 --threads "${3:-1}" --sitting-minutes "$2" ;;
+  edits)
+    for prompt in "green eyes" "red lips"; do
+      OMP_NUM_THREADS=1 avatarstudio demo --output outputs/latent32/demo --base-model outputs/latent32/model \
+        --prompt "photo of a person with $prompt"
+    done ;;
 esac
