@@ -8,6 +8,7 @@ import torch
 
 from avatarstudio_ns.builtin.small_model import SmallModelConfig, write_small_model
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
+from avatarstudio_ns.edit import pipeline as edit_pipeline
 from avatarstudio_ns.scripts.personalize import PersonalizeCommand
 from avatarstudio_ns.threads import torch_threads
 from method_configs.edit import avatarstudio_edit_fast
@@ -15,6 +16,8 @@ from method_configs.recon import avatarstudio_recon_cpu
 
 RECON_STEPS = 60
 EDIT_STEPS = 4
+EDIT_PROMPT_CHECKS: list[tuple[str, str]] = []
+"""(base model source, prompt) of each check of the prompt's words that the ``edited`` fixture's run made."""
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -110,7 +113,15 @@ def edited(recon, tiny_model, tmp_path_factory):
     config.load_dir = recon_config.get_base_dir() / "nerfstudio_models"
     quiet_config(config, tmp_path_factory.mktemp("edit"), EDIT_STEPS)
     torch.manual_seed(0)
-    trainer = train(config)
+    check = edit_pipeline.warn_if_unknown_words
+
+    def recorded_check(base, prompt):
+        EDIT_PROMPT_CHECKS.append((base.source, prompt))
+        return check(base, prompt)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(edit_pipeline, "warn_if_unknown_words", recorded_check)
+        trainer = train(config)
     return config, trainer
 
 

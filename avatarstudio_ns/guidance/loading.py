@@ -344,10 +344,10 @@ def load_diffusion(
             )
         try:
             components, source = _load_components(str(folder), True, dtype, vae_dtype), str(folder.resolve())
-            words = _caption_words(folder)
         except (OSError, ValueError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise DiffusionModelNotFound(f"{folder} cannot be loaded ({reason}). {_HINT}") from error
+        words = _caption_words(folder)
     elif _HUB_ID.match(model) and not model.startswith((".", "~")):
         components, source = _load_from_hub(model, dtype, vae_dtype), model
         words = None
