@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from look_prompts import LOOK_PROMPTS
 from rich.console import Console
 
 from avatarstudio_ns.builtin.char_tokenizer import BOS_TOKEN, EOS_TOKEN, build_vocab
-from avatarstudio_ns.builtin.head_images import caption_vocabulary, describe
+from avatarstudio_ns.builtin.head_images import caption_vocabulary
 from avatarstudio_ns.builtin.sample_accuracy import EvalConfig, sample_model, save_grid
 from avatarstudio_ns.builtin.small_model import build_text_encoder, build_unet
 from avatarstudio_ns.builtin.train import TrainBuiltinConfig, builtin_sizes, export_model
@@ -45,19 +46,7 @@ vae = AutoencoderKL.from_pretrained(work / "vae")
 scaling = float(torch.load(work / "latents.pt", weights_only=False, mmap=True)["scaling_factor"])
 facts = {"snapshot_of_step": int(state["step"]), "caption_words": list(caption_vocabulary()), "config": str(cfg)}
 export_model(cfg, unet, text_encoder, vae, scaling, facts)
-prompts = [
-    describe(values)
-    for values in (
-        {"eyes": "brown", "hair": "grey"},
-        {"eyes": "blue", "hair": "brown"},
-        {"eyes": "green", "hair": "black"},
-        {"eyes": "hazel", "hair": "blonde"},
-        {"eyes": "grey", "hair": "red"},
-        {"hair": "blue"},
-        {"lips": "red", "skin": "dark"},
-        {"hair": "black", "skin": "pale", "eyes": "blue"},
-    )
-]
+prompts = LOOK_PROMPTS
 samples = sample_model(out, prompts, EvalConfig(), Console())
 save_grid(samples, prompts, grid, scale=1)
 print(f"step {state['step']}: {out}, {grid}")

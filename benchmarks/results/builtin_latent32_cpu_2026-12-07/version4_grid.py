@@ -8,24 +8,12 @@ python benchmarks/results/builtin_latent32_cpu_2026-12-07/version4_grid.py GRID.
 import sys
 
 import torch
+from look_prompts import LOOK_PROMPTS
 from rich.console import Console
 
-from avatarstudio_ns.builtin.head_images import describe
 from avatarstudio_ns.builtin.sample_accuracy import EvalConfig, sample_model, save_grid
 from avatarstudio_ns.guidance.loading import builtin_model_dir
 
 torch.set_num_threads(1)
-prompts = [
-    describe(values)
-    for values in (
-        {"eyes": "brown", "hair": "grey"},
-        {"eyes": "blue", "hair": "brown"},
-        {"eyes": "green", "hair": "black"},
-        {"eyes": "hazel", "hair": "blonde"},
-        {"eyes": "grey", "hair": "red"},
-        {"hair": "blue"},
-        {"lips": "red", "skin": "dark"},
-        {"hair": "black", "skin": "pale", "eyes": "blue"},
-    )
-]
+prompts = LOOK_PROMPTS
 save_grid(sample_model(builtin_model_dir(), prompts, EvalConfig(), Console()), prompts, sys.argv[1], scale=1)
