@@ -46,7 +46,6 @@ vae = AutoencoderKL.from_pretrained(work / "vae")
 scaling = float(torch.load(work / "latents.pt", weights_only=False, mmap=True)["scaling_factor"])
 facts = {"snapshot_of_step": int(state["step"]), "caption_words": list(caption_vocabulary()), "config": str(cfg)}
 export_model(cfg, unet, text_encoder, vae, scaling, facts)
-prompts = LOOK_PROMPTS
-samples = sample_model(out, prompts, EvalConfig(), Console())
-save_grid(samples, prompts, grid, scale=1)
+samples = sample_model(out, LOOK_PROMPTS, EvalConfig(), Console())
+save_grid(samples, LOOK_PROMPTS, grid, scale=1)
 print(f"step {state['step']}: {out}, {grid}")

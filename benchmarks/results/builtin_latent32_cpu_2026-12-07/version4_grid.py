@@ -15,5 +15,5 @@ from avatarstudio_ns.builtin.sample_accuracy import EvalConfig, sample_model, sa
 from avatarstudio_ns.guidance.loading import builtin_model_dir
 
 torch.set_num_threads(1)
-prompts = LOOK_PROMPTS
-save_grid(sample_model(builtin_model_dir(), prompts, EvalConfig(), Console()), prompts, sys.argv[1], scale=1)
+samples = sample_model(builtin_model_dir(), LOOK_PROMPTS, EvalConfig(), Console())
+save_grid(samples, LOOK_PROMPTS, sys.argv[1], scale=1)
