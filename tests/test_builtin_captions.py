@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -111,6 +113,25 @@ def test_identities_recolour_brows_and_leave_out_the_pairs():
     for key, table in TABLES.items():
         counts = Counter(v[key] for v in values)
         assert all(counts[name] > 0.5 * len(values) / len(table) for name in table), (key, counts)
+
+
+def test_workers_render_what_one_process_renders_after_the_parents_torch_threads_ran(tmp_path):
+    """A training run renders its evaluation set after training; forked render workers of a process whose torch
+    threads had run hung in their first parallel op (no CPU, no end)."""
+    sizes = dict(num_identities=2, views_per_identity=4, resolution=64, identities_per_shard=1)
+    script = f"""
+import torch
+from pathlib import Path
+from avatarstudio_ns.builtin.head_images import HeadDatasetConfig, build_dataset
+torch.set_num_threads(2)
+conv = torch.nn.Conv2d(8, 16, 3)
+conv(torch.randn(16, 8, 64, 64, requires_grad=True)).square().mean().backward()
+build_dataset(HeadDatasetConfig(**{sizes!r}, workers=2), Path({str(tmp_path / "workers")!r}))
+"""
+    subprocess.run([sys.executable, "-c", script], timeout=120, check=True)
+    workers = build_dataset(HeadDatasetConfig(**sizes, workers=2), tmp_path / "workers")
+    alone = build_dataset(HeadDatasetConfig(**sizes, workers=1), tmp_path / "alone")
+    assert np.array_equal(workers.rgb, alone.rgb) and np.array_equal(workers.labels, alone.labels)
 
 
 def test_dataset_stores_labels_brows_and_refuses_other_settings(tmp_path):
