@@ -1,9 +1,11 @@
-"""Torch CPU thread count: set for good, or for a block of work."""
+"""Torch CPU thread count: set for good, for a block of work, or for each worker of a process pool."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -33,3 +35,14 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes of one torch thread each, for work split into independent jobs.
+
+    The workers are spawned, not forked: a forked copy of a process whose torch threads have run (a training run
+    that goes on to render its evaluation set) hangs in its first parallel op. One thread each, because the pool
+    already keeps the cores busy.
+    """
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=set_torch_threads, initargs=(1,))

@@ -16,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import multiprocessing
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +42,7 @@ from avatarstudio_ns.data.synth import (
 )
 from avatarstudio_ns.data.synth.rig import LOOK_AT, look_at
 from avatarstudio_ns.guidance.loading import prompt_words
-from avatarstudio_ns.threads import set_torch_threads
+from avatarstudio_ns.threads import worker_pool
 
 TABLES: dict[str, tuple[str, ...]] = {
     "hair": tuple(HAIR_COLORS),
@@ -359,10 +357,7 @@ def build_dataset(
             on_shard(done, cfg.num_shards)
 
     if missing and cfg.workers > 1:
-        # Spawned workers of one thread each: a forked copy of a process whose torch threads have run (a training
-        # run that goes on to render its evaluation set) hangs in its first parallel op.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(cfg.workers, mp_context=context, initializer=set_torch_threads, initargs=(1,)) as pool:
+        with worker_pool(cfg.workers) as pool:
             futures = [pool.submit(_render_and_save, cfg, s, _shard_path(folder, s)) for s in missing]
             for future in futures:
                 future.result()

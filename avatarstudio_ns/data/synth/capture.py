@@ -17,9 +17,7 @@ renamed, so a killed render leaves no half-written image where a viewer or a rer
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from avatarstudio_ns.data.synth.head import SynthHead
 from avatarstudio_ns.data.synth.performance import Performance
 from avatarstudio_ns.data.synth.render import RenderSettings, render_frame
 from avatarstudio_ns.data.synth.rig import Rig, make_rig
+from avatarstudio_ns.threads import worker_pool
 
 DEFAULT_HOLDOUT_CAMERA = 8
 """The usual held-out camera of the multi-view export."""
@@ -206,9 +205,7 @@ def render_capture(config: CaptureConfig) -> Path:
                 _render_timestep(config, attributes, t)
                 progress.advance(task)
         else:
-            # Spawned workers: a forked copy of a process that already ran torch threads can hang.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with worker_pool(workers) as pool:
                 jobs = [pool.submit(_render_timestep, config, attributes, t) for t in range(config.num_frames)]
                 for job in jobs:
                     job.result()
