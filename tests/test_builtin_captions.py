@@ -123,7 +123,7 @@ def test_workers_render_what_one_process_renders_after_the_parents_torch_threads
 import torch
 from pathlib import Path
 from avatarstudio_ns.builtin.head_images import HeadDatasetConfig, build_dataset
-torch.set_num_threads(2)
+torch.set_num_threads(2)  # the parent's torch threads run, as a training run's have
 conv = torch.nn.Conv2d(8, 16, 3)
 conv(torch.randn(16, 8, 64, 64, requires_grad=True)).square().mean().backward()
 build_dataset(HeadDatasetConfig(**{sizes!r}, workers=2), Path({str(tmp_path / "workers")!r}))
