@@ -454,6 +454,42 @@ def test_a_unet_grown_by_cross_attention_starts_from_the_saved_one_unchanged(tmp
         )
 
 
+def test_a_unet_grown_by_a_finer_level_starts_its_coarser_levels_from_the_saved_one(tmp_path):
+    """A finer latent (32x32 instead of 16x16) needs a UNet with one more level in front; the saved UNet's levels,
+    cross-attention and middle block start its coarser ones instead of random weights."""
+    from avatarstudio_ns.builtin.checkpoint import copy_coarser_levels
+    from avatarstudio_ns.builtin.small_model import build_unet
+
+    torch.manual_seed(0)
+    saved = build_unet(SmallModelConfig.tiny(unet_channels=(16, 32)))
+    for p in saved.parameters():
+        p.data.normal_(0.0, 0.05)
+    _save(saved, tmp_path / "unet")
+    grown = build_unet(SmallModelConfig.tiny(unet_channels=(8, 16, 32), time_embedding_dim=64))
+    copied = copy_coarser_levels(grown, tmp_path / "unet", "--unet.init-from")
+    pairs = [
+        (grown.down_blocks[1].attentions[0], saved.down_blocks[0].attentions[0]),
+        (grown.down_blocks[2], saved.down_blocks[1]),
+        (grown.mid_block, saved.mid_block),
+        (grown.up_blocks[0], saved.up_blocks[0]),
+        (grown.up_blocks[1].attentions[0], saved.up_blocks[1].attentions[0]),
+        (grown.time_embedding.linear_2, saved.time_embedding.linear_2),
+    ]
+    for new, old in pairs:
+        for (name, a), b in zip(new.state_dict().items(), old.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    assert copied > 0.8 * len(saved.state_dict())
+    # The new level, and the ResNet where its skip connection arrives, keep their fresh weights.
+    assert not torch.equal(
+        grown.up_blocks[1].resnets[-1].conv1.weight[:, :16], saved.up_blocks[1].resnets[-1].conv1.weight[:, :16]
+    )
+    # Widths that are not the saved ones with finer levels in front are refused with the option's name.
+    with pytest.raises(ValueError, match="--unet.init-from.*finer levels in front"):
+        copy_coarser_levels(
+            build_unet(SmallModelConfig.tiny(unet_channels=(8, 32, 32))), tmp_path / "unet", "--unet.init-from"
+        )
+
+
 def _save(unet, folder: Path) -> Path:
     unet.save_pretrained(folder)
     return folder

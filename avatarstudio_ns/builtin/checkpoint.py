@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import UNet2DConditionModel
 
 from avatarstudio_ns.atomic import atomic_save
 
@@ -70,3 +71,41 @@ def _transformer_of(key: str) -> str | None:
         if part == "attentions" and parts[i + 1].isdigit():
             return ".".join(parts[: i + 2])
     return None
+
+
+def copy_coarser_levels(unet: UNet2DConditionModel, folder: Path, option: str) -> int:
+    """Start ``unet`` from the saved UNet in ``folder`` that lacks its finest levels.
+
+    ``unet``'s block widths are the saved ones with finer levels in front (e.g. a 32x32 level added to a 16x16
+    UNet for a finer latent): the saved down blocks become its coarser down blocks, its up blocks (coarsest first)
+    and middle block take the saved ones in the same order, and the timestep MLP's second layer carries over. What
+    has no counterpart or another shape (the new levels, the input and output convolutions, the ResNets where a
+    new level's skip connection arrives) keeps its fresh weights and is learnt from there.
+
+    Returns:
+        How many of ``unet``'s weights were copied.
+
+    Raises:
+        ValueError: The saved widths are not ``unet``'s coarser ones; names ``option``.
+    """
+    saved_unet = UNet2DConditionModel.from_pretrained(folder)
+    saved_widths = list(saved_unet.config.block_out_channels)
+    widths = list(unet.config.block_out_channels)
+    extra = len(widths) - len(saved_widths)
+    if extra < 1 or widths[extra:] != saved_widths:
+        raise ValueError(
+            f"{option}: the UNet in {folder} has block widths {saved_widths}; this run's ({widths}) must be those "
+            "with finer levels in front (--model.unet-channels)."
+        )
+    own = unet.state_dict()
+    copied = {}
+    for key, value in saved_unet.state_dict().items():
+        if key.startswith("down_blocks."):
+            index, rest = key.removeprefix("down_blocks.").split(".", 1)
+            key = f"down_blocks.{int(index) + extra}.{rest}"
+        elif not key.startswith(("up_blocks.", "mid_block.", "time_embedding.linear_2.")):
+            continue
+        if key in own and own[key].shape == value.shape:
+            copied[key] = value
+    unet.load_state_dict(copied, strict=False)
+    return len(copied)

@@ -51,6 +51,10 @@ class SmallModelConfig:
     None: every block but the last, as Stable Diffusion. The middle block always has one."""
     unet_layers_per_block: int = 1
     """ResNet layers per UNet block."""
+    time_embedding_dim: int | None = None
+    """Width of the UNet's timestep embedding; None: four times its first block's width, as Stable Diffusion. A UNet
+    grown by a finer level in front of a saved one (``--unet.init-from``) keeps the saved one's width here, so that
+    every block's timestep projection carries over."""
     attention_head_dim: int = 8
     """Channels per attention head."""
     norm_num_groups: int = 8
@@ -116,6 +120,7 @@ def build_unet(cfg: SmallModelConfig) -> UNet2DConditionModel:
         norm_num_groups=cfg.norm_num_groups,
         cross_attention_dim=cfg.text_hidden_size,
         attention_head_dim=cfg.attention_head_dim,
+        time_embedding_dim=cfg.time_embedding_dim,
     )
 
 

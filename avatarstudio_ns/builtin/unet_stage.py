@@ -24,7 +24,7 @@ from rich.console import Console
 from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from avatarstudio_ns.builtin.checkpoint import copy_weights, load_state, save_state
+from avatarstudio_ns.builtin.checkpoint import copy_coarser_levels, copy_weights, load_state, save_state
 from avatarstudio_ns.builtin.head_images import CaptionConfig, HeadImages, training_caption
 from avatarstudio_ns.builtin.probe import visible_regions
 from avatarstudio_ns.builtin.progress import StageProgress
@@ -83,7 +83,9 @@ class UnetStageConfig:
     start the run instead of random weights, e.g. one trained elsewhere whose checkpoint did not come along. The
     optimiser, its warm-up and the moving average start afresh; ``steps`` counts this run's steps. This run's UNet
     may have cross-attention at more levels than the folder's (``--model.unet-attention``): the new attention starts
-    as the identity, so training continues from what the folder's UNet does."""
+    as the identity, so training continues from what the folder's UNet does. Or it may have finer levels in front
+    of the folder's (``--model.unet-channels``, for a finer latent; keep the folder's ``--model.time-embedding-dim``):
+    the folder's levels start its coarser ones and the finer ones are learnt from scratch."""
     checkpoint_every: int = 100
     """Steps between checkpoints."""
     log_every: int = 25
@@ -243,11 +245,14 @@ def train_unet(
     """
     ckpt_path = Path(work_dir) / "unet.ckpt"
     if cfg.init_from is not None and not ckpt_path.exists():
-        grown = copy_weights(unet, UNet2DConditionModel, Path(cfg.init_from) / "unet", "--unet.init-from")
+        saved = Path(cfg.init_from) / "unet"
+        if len(UNet2DConditionModel.load_config(saved)["block_out_channels"]) < len(unet.config.block_out_channels):
+            copied = copy_coarser_levels(unet, saved, "--unet.init-from")
+            console.log(f"UNet: {copied} of {len(unet.state_dict())} weights from {saved}'s levels, finer levels new")
+        elif grown := copy_weights(unet, UNet2DConditionModel, saved, "--unet.init-from"):
+            console.log(f"New cross-attention, starting as the identity: {', '.join(grown)}")
         copy_weights(text_encoder, CLIPTextModel, Path(cfg.init_from) / "text_encoder", "--unet.init-from")
         console.log(f"UNet and text encoder start from {cfg.init_from}")
-        if grown:
-            console.log(f"New cross-attention, starting as the identity: {', '.join(grown)}")
     modules = {"unet": unet.to(device), "text_encoder": text_encoder.to(device)}
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

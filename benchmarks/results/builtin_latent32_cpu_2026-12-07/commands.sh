@@ -7,6 +7,9 @@
 #   bash commands.sh train MINUTES [N]    # one sitting of MINUTES on N torch threads (default 1); run it again to
 #                                         # continue where the last sitting stopped (outputs/latent32/work); the
 #                                         # evaluation at its end judges 16 samples per prompt, as version 4's were
+#   bash commands.sh grow MINUTES [N]     # the same sizes, the UNet's coarser levels and the text encoder started
+#                                         # from the shipped version 4 (--unet.init-from; the 32x32 level new), this
+#                                         # record's autoencoder kept; 2000 steps, in sittings as train
 #   bash commands.sh edits                # the demo avatar's green eyes and red lips with the finished model
 cd "$(git rev-parse --show-toplevel)"
 here=benchmarks/results/builtin_latent32_cpu_2026-12-07
@@ -25,6 +28,13 @@ case $1 in
     avatarstudio train-builtin --work-dir outputs/latent32/work --output-dir outputs/latent32/model $latent32 \
       --unet.steps 3000 --unet.lr-schedule cosine --evaluation.grid-path outputs/latent32/samples.jpg \
       --evaluation.samples-per-prompt 16 --threads "${3:-1}" --sitting-minutes "$2" ;;
+  grow)
+    export OMP_NUM_THREADS=${3:-1}
+    avatarstudio train-builtin --work-dir outputs/latent32/grown_work --output-dir outputs/latent32/grown_model \
+      $latent32 --model.time-embedding-dim 128 --vae.init-from "$here" --vae.steps 0 \
+      --unet.init-from avatarstudio_ns/assets/builtin_model --unet.steps 2000 --unet.lr-schedule cosine \
+      --evaluation.grid-path outputs/latent32/grown_samples.jpg --evaluation.samples-per-prompt 16 \
+      --threads "${3:-1}" --sitting-minutes "$2" ;;
   edits)
     for prompt in "green eyes" "red lips"; do
       OMP_NUM_THREADS=1 avatarstudio demo --output outputs/latent32/demo --base-model outputs/latent32/model \
