@@ -1,9 +1,9 @@
 """How much a small error in the latent shows in the decoded image, for version 4's autoencoder and the 32x32 one.
 
 The UNet's sample is a latent with some error left in it; a decoder that turns a small latent error into coloured
-speckle shows it in every sample. Real renders of the evaluation set (160 identities, 640 images) are encoded, Gaussian
-noise of a given size (in the UNet's units: latents times the scaling factor) is added, and the decoded image is
-compared with the decoded clean latent (PSNR, and the share of pixels off by more than 0.1 in any channel).
+speckle shows it in every sample. The first 64 real renders of the evaluation set (its first shard) are encoded,
+Gaussian noise of a given size (in the UNet's units: latents times the scaling factor) is added, and the decoded
+image is compared with the decoded clean latent (PSNR, and the share of pixels off by more than 0.1 in any channel).
 Run from the repository root: python benchmarks/results/builtin_latent32_cpu_2026-12-07/decoder_noise.py
 """
 
