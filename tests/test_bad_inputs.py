@@ -21,6 +21,7 @@ from avatarstudio_ns.data.dataparser import AvatarStudioDataParserConfig
 from avatarstudio_ns.data.keyframes import Keyframe, KeyframeSelectionConfig, select_keyframes
 from avatarstudio_ns.data.synth import CaptureConfig, render_capture
 from avatarstudio_ns.edit.trainer import EditTrainer, check_same_capture, read_avatar_run_config
+from avatarstudio_ns.guidance import loading
 from avatarstudio_ns.guidance.loading import DiffusionModelNotFound, load_diffusion, warn_if_unknown_words
 from avatarstudio_ns.guidance.personalization.finetune import PersonalizeConfig, personalize
 from avatarstudio_ns.recon.trainer import AvatarTrainer
@@ -258,7 +259,8 @@ def test_a_prompt_longer_than_the_text_encoder_reads_warns_what_it_keeps_and_dro
     assert torch.equal(long, base.embed(" ".join([phrase] * 9 + ["a photo of"])))
 
 
-def test_prompt_words_the_builtin_model_never_read_are_named(tiny_model, caplog):
+def test_prompt_words_the_builtin_model_never_read_are_named(tiny_model, caplog, monkeypatch):
+    monkeypatch.setattr(loading, "_WARNED_UNKNOWN_WORDS", set())  # as in a fresh process
     builtin = load_diffusion("builtin")
     with caplog.at_level(logging.WARNING, logger="avatarstudio_ns.guidance.loading"):
         assert warn_if_unknown_words(builtin, "Photo of a person with long blue hair, dark skin and green eyes.") == []
@@ -277,6 +279,11 @@ def test_prompt_words_the_builtin_model_never_read_are_named(tiny_model, caplog)
         base_model_weights("builtin", ["photo of a person with blue hair", "photo of an old person"])
     (record,) = caplog.records
     assert "never use 'an', 'old', so it will not follow them" in record.getMessage()
+    # Once: the edit run that follows checks its prompt again, and says nothing new.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="avatarstudio_ns.guidance.loading"):
+        assert warn_if_unknown_words(builtin, "photo of an old person") == ["an", "old"]
+    assert not caplog.records
     # A model that does not record its captions' words (Stable Diffusion's layout alone) is not checked.
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="avatarstudio_ns.guidance.loading"):

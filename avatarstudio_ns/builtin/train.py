@@ -301,6 +301,7 @@ SETTINGS_ADDED_LATER: dict[str, object] = {
     "unet.captions.only_visible": False,
     "vae.train_encoder": True,
     "unet.lr_schedule": "constant",
+    "model.time_embedding_dim": None,
 }
 """Settings added after work folders began recording theirs, with the value that a folder recorded before then was
 trained with (what the code did before the setting existed; not today's default, which may have changed since)."""

@@ -200,17 +200,25 @@ def prompt_words(prompt: str) -> list[str]:
     return re.findall(r"[a-z]+", prompt.lower())
 
 
+_WARNED_UNKNOWN_WORDS: set[tuple[str, tuple[str, ...]]] = set()
+"""(model source, unknown words) pairs already warned about in this process."""
+
+
 def warn_if_unknown_words(model: DiffusionModel, prompt: str) -> list[str]:
     """Logs a warning naming the prompt's words that the model's training captions never used, and returns them.
 
     A model trained on a closed vocabulary (the built-in one) cannot follow such words: "photo of an old person"
     asks the built-in model for nothing it knows, and an edit with it would quietly change little. Models that do
     not record their captions' words (Stable Diffusion) are not checked.
+
+    The warning is given once per model and set of words in a process: the demo and the suite check every prompt
+    before their runs, and each edit run checks its own again.
     """
     if model.caption_words is None:
         return []
     unknown = list(dict.fromkeys(word for word in prompt_words(prompt) if word not in model.caption_words))
-    if unknown:
+    if unknown and (model.source, tuple(unknown)) not in _WARNED_UNKNOWN_WORDS:
+        _WARNED_UNKNOWN_WORDS.add((model.source, tuple(unknown)))
         logger.warning(
             "The base model %s was trained only on captions that never use %s, so it will not follow %s. It knows "
             "these words: %s. Reword the prompt with them, or pass a Stable Diffusion model with --base-model.",
